@@ -252,6 +252,23 @@ def test_gradients_reach_the_keypoints(hands):
     assert float(joints.grad.abs().max()) > 1e-3
 
 
+def test_float32_compat_mode_stays_close_to_float64_and_nearly_rigid(hands):
+    # The compatibility mode only re-rounds intermediate values to float32: same outputs to
+    # float32-noise level (amplified near the acos clip), float64 dtype, rigid to float32 level,
+    # still differentiable.
+    joints = torch.tensor(hands, requires_grad=True)
+    clean = C.canonicalize_hand(hands, "left")
+    compat = C.canonicalize_hand(joints, "left", compat_float32_casts=True)
+    assert compat.unpose_mats.dtype == torch.float64
+    diff = (compat.unpose_mats.detach() - clean.unpose_mats).abs().max()
+    assert 0.0 < float(diff) < 1e-4
+    rot = compat.unpose_mats[..., :3, :3] / C.GLOBAL_SCALE
+    det = torch.linalg.det(rot)
+    assert torch.allclose(det, torch.ones_like(det), atol=1e-6)
+    compat.unpose_mats.square().sum().backward()
+    assert torch.isfinite(joints.grad).all() and float(joints.grad.abs().max()) > 1e-3
+
+
 # --- validation -------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("mutate", "message"),

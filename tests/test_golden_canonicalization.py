@@ -2,10 +2,12 @@
 (canonicalization.npz: all 46 hands; halo_base.npz: all 25 poses; two_hand_batch.npz).
 
 Each step is fed the golden output of the previous step, so a failure points at one step;
-the whole pipeline is also checked from the raw keypoints. Tolerances come from the manifest,
-except where noted: our pipeline is pure float64, the HALO-repo arrays come from a float32
-pipeline whose own noise (~5e-5 on matrix entries, see the golden README §2) is above the
-manifest's 1e-5.
+the whole pipeline is also checked from the raw keypoints, in the official-compatibility mode
+(``compat_float32_casts=True``) and in the clean float64 default. Tolerances come from the
+manifest, except the HALO-repo unpose matrices: they come from the HALO repo's float32
+converter, whose rounding near the acos clip moves small abduction angles by up to ~4e-5 rad;
+without that exact float32 op sequence neither float64 nor our float32 emulation gets below
+~2e-5 there (manifest: 1e-5), so those two arrays keep a documented wider bound.
 """
 
 import numpy as np
@@ -23,9 +25,6 @@ BATCH = "two_hand_batch.npz"
 # Float64-path tolerance of an Im2Hands matrix (5e-5, manifest) expressed for HALO-convention
 # matrices, whose rotation entries are the Im2Hands ones divided by 0.4.
 HALO_CONVENTION_UNPOSE_TOL = 5e-5 / C.GLOBAL_SCALE
-# Canonical keypoints of the float32 HALO-repo pipeline, in cm: 1e-6 m, the manifest's
-# tolerance for the float32 metric arrays (bone_lengths).
-HALO_REPO_KPS_CM_TOL = 1e-4
 
 
 def _by_side(file: str = CANON):
@@ -66,11 +65,23 @@ def test_golden_change_axes():
     golden.assert_matches(C.change_axes(canon), CANON, "canon_kps_biomech_swapped")
 
 
-def test_golden_pose_converter():
+@pytest.mark.parametrize("compat", [True, False], ids=["compat_float32", "float64"])
+def test_golden_pose_converter(compat):
     swapped = torch.tensor(golden.load(CANON)["canon_kps_biomech_swapped"])
-    mats21, lengths21 = C.pose_converter(swapped)
+    mats21, lengths21 = C.pose_converter(swapped, compat_float32_casts=compat)
     golden.assert_matches(mats21, CANON, "posecvt_mats21_biomech")
     golden.assert_matches(lengths21, CANON, "posecvt_bone_lengths21")
+
+
+def test_golden_global_normalisation_compat_is_exact():
+    # The official code rounds the wrist-relative joints to float32 before its float64
+    # canonicalisation; the compatibility mode does too and then agrees to rounding level.
+    kps = golden.load(CANON)["kps_mano_m"]
+    for side, idx in _by_side():
+        rel = C.wrist_relative_halo_joints(kps[idx], side).float().double()
+        _, matrix = C.global_canonical_transform(rel[..., list(J.HALO_TO_BIOMECH), :])
+        expected = golden.load(CANON)["glo_rot_mat"][idx]
+        assert np.abs(matrix.numpy() - expected).max() < 1e-12
 
 
 def test_golden_part_selection_and_scaling():
@@ -82,10 +93,13 @@ def test_golden_part_selection_and_scaling():
 
 
 # --- canonicalization.npz, whole pipeline from the raw keypoints ---------------------------------
-@pytest.fixture(scope="module")
-def canonicalised():
+@pytest.fixture(scope="module", params=[True, False], ids=["compat_float32", "float64"])
+def canonicalised(request):
     kps = golden.load(CANON)["kps_mano_m"]
-    return {side: (idx, C.canonicalize_hand(kps[idx], side)) for side, idx in _by_side()}
+    return {
+        side: (idx, C.canonicalize_hand(kps[idx], side, compat_float32_casts=request.param))
+        for side, idx in _by_side()
+    }
 
 
 @pytest.mark.parametrize(
@@ -122,12 +136,11 @@ def test_golden_halo_repo_convention():
     )
 
     def canonical_kps_cm(side, idx):
-        rel = C.wrist_relative_halo_joints(kps[idx], side)[..., list(J.HALO_TO_BIOMECH), :]
-        return C.change_axes(C.global_canonical_transform(rel)[0]) * 100.0
+        # The HALO repo normalises in float32 (float64 misses the manifest's 1e-5 cm: 1.8e-5).
+        rel = C.wrist_relative_halo_joints(kps[idx], side)[..., list(J.HALO_TO_BIOMECH), :].float()
+        return C.change_axes(C.global_canonical_transform(rel)[0]).double() * 100.0
 
-    _assert_per_side(
-        canonical_kps_cm, CANON, "halo_repo_normalized_kps_cm_biomech", max_abs=HALO_REPO_KPS_CM_TOL
-    )
+    _assert_per_side(canonical_kps_cm, CANON, "halo_repo_normalized_kps_cm_biomech")
 
 
 # --- halo_base.npz: inputs of the HALO base model, and the frame maps -------------------------------
@@ -154,7 +167,9 @@ def test_golden_halo_base_canonical_points_to_posed_metres():
 @pytest.mark.parametrize("side", J.HAND_SIDES)
 def test_golden_two_hand_batch_inputs(side):
     data = golden.load(BATCH)
-    both = C.canonicalize_two_hands(data["pred_left_joints_mano_m"], data["pred_right_joints_mano_m"])
+    both = C.canonicalize_two_hands(
+        data["pred_left_joints_mano_m"], data["pred_right_joints_mano_m"], compat_float32_casts=True
+    )
     tol = {
         name: golden.tolerance(CANON, name)["max_abs"]
         for name in ("unpose_mat", "bone_lengths", "root_rot_mat")

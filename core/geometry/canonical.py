@@ -57,6 +57,9 @@ MIN_HAND_EXTENT_M = 0.01  # a hand whose joints all lie within 1 cm is treated a
 
 _BONE_MIN_LENGTH = 1e-9
 _ACOS_CLIP = 1.0 - 1e-6  # reference clips the cosines before acos (bounds tiny angles at ~1.4e-3)
+# The official (float32) angle code clips with this constant rounded to float32: clipped angles
+# are acos(0.99999899) = 1.42357e-3 there, not 1.41421e-3 (confirmed on the golden matrices).
+_ACOS_CLIP_F32 = float(np.float32(_ACOS_CLIP))
 _ABDUCTION_SIGN_EPS = 1e-6
 _NUM_BONES = NUM_JOINTS - 1
 _FINGERS = 5
@@ -247,28 +250,47 @@ def _root_angle_rotations(root_dirs: torch.Tensor) -> torch.Tensor:
     return torch.stack([thumb, index, eye, ring, pinky], dim=-3)
 
 
-def _flexion_abduction(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _flexion_abduction(
+    u: torch.Tensor, compat_float32_casts: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Angles of unit local directions (..., 3) as the reference measures them:
     flexion in the xz plane from +z (negative when x < 0), abduction out of that plane
-    (negative when y > -1e-6), both through clipped acos."""
-    proj_norm = torch.linalg.vector_norm(u[..., [0, 2]], dim=-1).clamp_min(1e-12)
-    flexion = torch.acos((u[..., 2] / proj_norm).clamp(-_ACOS_CLIP, _ACOS_CLIP))
+    (negative when y > -1e-6), both through clipped acos.
+
+    With ``compat_float32_casts`` ``u`` must be float32: the cosines are formed and clipped in
+    float32 like the official code (abduction cosine = <proj, u> / |proj|), and the angles are
+    returned in float64. Near the clip the float32 rounding of the cosine (spacing 6e-8 below 1)
+    moves a small abduction angle by up to ~4e-5 rad, which is the dominant difference between
+    a float64 implementation and the official matrices."""
+    if compat_float32_casts:
+        proj = u * u.new_tensor([1.0, 0.0, 1.0])
+        proj_norm = torch.linalg.vector_norm(proj, dim=-1)
+        cos_flexion = u[..., 2] / proj_norm
+        cos_abduction = (proj * u).sum(-1) / proj_norm
+        clip = _ACOS_CLIP_F32
+    else:
+        proj_norm = torch.linalg.vector_norm(u[..., [0, 2]], dim=-1).clamp_min(1e-12)
+        cos_flexion, cos_abduction, clip = u[..., 2] / proj_norm, proj_norm, _ACOS_CLIP
+    flexion = torch.acos(cos_flexion.clamp(-clip, clip)).to(torch.float64)
     flexion = torch.where(u[..., 0] < 0, -flexion, flexion)
-    abduction = torch.acos(proj_norm.clamp(-_ACOS_CLIP, _ACOS_CLIP))
+    abduction = torch.acos(cos_abduction.clamp(-clip, clip)).to(torch.float64)
     abduction = torch.where(u[..., 1] > -_ABDUCTION_SIGN_EPS, -abduction, abduction)
     return flexion, abduction
 
 
-def _straightening_rotations(u: torch.Tensor) -> torch.Tensor:
-    """(..., 3) local bone directions -> (..., 3, 3) local rotations taking them onto +z:
+def _straightening_rotations(u: torch.Tensor, compat_float32_casts: bool = False) -> torch.Tensor:
+    """(..., 3) local bone directions -> (..., 3, 3) float64 local rotations taking them onto +z:
     undo the abduction about the flexed x axis, then the flexion about y."""
-    flexion, abduction = _flexion_abduction(u)
+    flexion, abduction = _flexion_abduction(u, compat_float32_casts)
+    u = u.to(torch.float64)
     e_y = u.new_tensor([0.0, 1.0, 0.0]).expand_as(u)
     flexed_x = torch.stack([torch.cos(flexion), torch.zeros_like(flexion), -torch.sin(flexion)], -1)
     return axis_angle_to_matrix(e_y, -flexion) @ axis_angle_to_matrix(flexed_x, -abduction)
 
 
-def _local_frames_and_straightening(dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _local_frames_and_straightening(
+    dirs: torch.Tensor, compat_float32_casts: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, 20, 3) root-normalised bone directions -> (frames, straightening rotations) of the
     15 finger bones, both (B, 15, 3, 3), ordered level 2, 3, 4 (5 fingers each).
 
@@ -278,6 +300,8 @@ def _local_frames_and_straightening(dirs: torch.Tensor) -> tuple[torch.Tensor, t
     (no twist), which is ``straighten(parent) @ frame(parent)`` -- so its z axis follows the
     parent bone. The rotations use the reference's clipped angles, which are never below
     ~1.4e-3 rad, so the reference's "skip angles < 1e-6" rule never applies.
+    With ``compat_float32_casts`` the local directions are formed in float32 (float32 frames
+    times float32 directions) and measured in float32, as in the official code.
     """
     root = dirs[:, :_FINGERS]
     n = normalize(_cross(root[:, :-1], root[:, 1:]))  # (B, 4, 3) normals between neighbours
@@ -291,13 +315,19 @@ def _local_frames_and_straightening(dirs: torch.Tensor) -> tuple[torch.Tensor, t
     straighten = []
     for level in range(3):
         bone_dirs = dirs[:, _FINGERS * (level + 1) : _FINGERS * (level + 2)]
-        straighten.append(_straightening_rotations(_rotate(frames[-1], bone_dirs)))
+        if compat_float32_casts:
+            local = _rotate(frames[-1].float(), bone_dirs.float())
+        else:
+            local = _rotate(frames[-1], bone_dirs)
+        straighten.append(_straightening_rotations(local, compat_float32_casts))
         if level < 2:
             frames.append((straighten[-1] @ frames[-1]).detach())
     return torch.cat(frames, dim=1), torch.cat(straighten, dim=1)
 
 
-def pose_converter(joints_canon_biomech: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def pose_converter(
+    joints_canon_biomech: torch.Tensor, *, compat_float32_casts: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """HALO's keypoint canonicalisation layer (the reference's ``PoseConverter`` forward).
 
     ``joints_canon_biomech`` (..., 21, 3): globally canonicalised joints (after
@@ -307,6 +337,14 @@ def pose_converter(joints_canon_biomech: torch.Tensor) -> tuple[torch.Tensor, to
     parent and child joints onto HALO's straight canonical hand, in which every finger lies
     along its root bone after the root bones have been spread to the canonical angles.
     Differentiable except through the local frames, which are detached (as in the reference).
+
+    ``compat_float32_casts`` emulates the float32 steps of the official (Im2Hands) converter
+    that could be identified from its outputs: local directions and angles in float32 (with the
+    float32 clip constant) and the per-bone product ``U @ root_norm @ Scale(1/l) @ T(-parent)``
+    in float32, rescaled by the float64 length (``C = l * f32(...)``, bit-exact on the golden
+    root bones). The rest stays float64. This roughly halves the typical difference to the
+    official matrices; the remaining ~1e-5 comes from float32 rounding upstream of the angles,
+    which cannot be reproduced without the exact official op sequence.
     """
     batch = joints_canon_biomech.shape[:-2]
     joints = joints_canon_biomech.reshape(-1, NUM_JOINTS, 3)
@@ -323,7 +361,7 @@ def pose_converter(joints_canon_biomech: torch.Tensor) -> tuple[torch.Tensor, to
     root_norm = root_norm_finger.repeat(1, 4, 1, 1)  # bone k belongs to finger k % 5
     norm_dirs = _rotate(root_norm, dirs)
 
-    frames, straighten = _local_frames_and_straightening(norm_dirs)
+    frames, straighten = _local_frames_and_straightening(norm_dirs, compat_float32_casts)
     # Unpose rotation of a finger bone: into its local frame, straighten onto +z, and back out
     # through the finger's level-2 frame, whose z axis is the (normalised) root bone.
     level2_t = frames[:, :_FINGERS].transpose(-1, -2).repeat(1, 3, 1, 1)
@@ -338,7 +376,16 @@ def pose_converter(joints_canon_biomech: torch.Tensor) -> tuple[torch.Tensor, to
         canon.append(canon[parents[k]] + lengths[:, k, None] * canon_dirs[:, k])
     canon_joints = torch.stack(canon, dim=1)
 
-    translation = canon_joints[:, parents] - _rotate(rotation, parent_joints)
+    if compat_float32_casts:
+        # Official: bone_to_kp (float64 length) @ float32(U @ root_norm @ kp_to_bone).
+        inv_len = (1.0 / lengths).float()
+        rot32 = unpose.float() @ root_norm.float()
+        inner_rot = rot32 * inv_len[..., None, None]
+        inner_trans = -_rotate(rot32, parent_joints.float()) * inv_len[..., None]
+        translation = lengths[..., None] * inner_trans.double() + canon_joints[:, parents]
+        rotation = lengths[..., None, None] * inner_rot.double()
+    else:
+        translation = canon_joints[:, parents] - _rotate(rotation, parent_joints)
     mats = homogeneous(rotation, translation)
     eye4 = torch.eye(4, dtype=joints.dtype, device=joints.device).expand(joints.shape[0], 1, 4, 4)
     mats21 = torch.cat([eye4, mats], dim=1)
@@ -385,25 +432,35 @@ class _Canonicalised:
     part_mats_m: torch.Tensor  # (..., 16, 4, 4) metric, unscaled
 
 
-def _canonicalise_relative(rel_halo: torch.Tensor, what: str, validate: bool) -> _Canonicalised:
+def _canonicalise_relative(
+    rel_halo: torch.Tensor, what: str, validate: bool, compat_float32_casts: bool = False
+) -> _Canonicalised:
     """Wrist-relative (left: mirrored) halo-order metres -> root rotation, canonical joints
     and metric part matrices."""
+    if compat_float32_casts:
+        # The official preprocess_joints rounds these joints to float32 (torch.Tensor(...))
+        # before its float64 canonicalisation (reproduces glo_rot_mat to ~4e-16).
+        rel_halo = rel_halo.float().double()
     _, global_mat = global_canonical_transform(rel_halo[..., list(HALO_TO_BIOMECH), :])
     root_rot = root_rotation_matrix(global_mat)
     canon_halo = transform_points(root_rot, rel_halo)
-    mats21, _ = pose_converter(canon_halo[..., list(HALO_TO_BIOMECH), :])
+    mats21, _ = pose_converter(
+        canon_halo[..., list(HALO_TO_BIOMECH), :], compat_float32_casts=compat_float32_casts
+    )
     if validate and not bool(torch.isfinite(mats21).all()):
         # Finite, non-collapsed input can still be degenerate (e.g. a bone of length 0).
         raise KeypointError(f"{what} keypoints are degenerate: the hand cannot be canonicalised")
     return _Canonicalised(root_rot, canon_halo, select_halo_parts(mats21))
 
 
-def _canonicalise(joints_mano_m, side: str, validate: bool) -> tuple[torch.Tensor, _Canonicalised]:
+def _canonicalise(
+    joints_mano_m, side: str, validate: bool, compat_float32_casts: bool = False
+) -> tuple[torch.Tensor, _Canonicalised]:
     if validate:
         validate_hand_keypoints(joints_mano_m, side)
     joints = _as_float64(joints_mano_m)
     rel_halo = wrist_relative_halo_joints(joints, side)
-    return joints, _canonicalise_relative(rel_halo, f"{side} hand", validate)
+    return joints, _canonicalise_relative(rel_halo, f"{side} hand", validate, compat_float32_casts)
 
 
 def _im2hands_inputs(c: _Canonicalised, wrist_m: torch.Tensor, side: str) -> HaloInputs:
@@ -416,19 +473,26 @@ def _im2hands_inputs(c: _Canonicalised, wrist_m: torch.Tensor, side: str) -> Hal
     )
 
 
-def canonicalize_hand(joints_mano_m, side: str, *, validate: bool = True) -> HaloInputs:
+def canonicalize_hand(
+    joints_mano_m, side: str, *, validate: bool = True, compat_float32_casts: bool = False
+) -> HaloInputs:
     """Posed keypoints (..., 21, 3), mano order, metres -> Im2Hands network inputs
-    (:class:`HaloInputs`), as the reference ``preprocess_joints`` computes them, in float64."""
-    joints, c = _canonicalise(joints_mano_m, side, validate)
+    (:class:`HaloInputs`), as the reference ``preprocess_joints`` computes them, in float64.
+
+    ``compat_float32_casts`` (official-compatibility mode) reproduces the official code's
+    float32 rounding where it is known (input joints, angle cosines, per-bone products; see
+    :func:`pose_converter`); the default is the clean float64 algorithm."""
+    joints, c = _canonicalise(joints_mano_m, side, validate, compat_float32_casts)
     return _im2hands_inputs(c, joints[..., MANO_WRIST, :], side)
 
 
 def canonicalize_two_hands(
-    left_joints_mano_m, right_joints_mano_m, *, validate: bool = True
+    left_joints_mano_m, right_joints_mano_m, *, validate: bool = True, compat_float32_casts: bool = False
 ) -> dict[str, HaloInputs]:
     """Both hands (each (..., 21, 3), same batch shape) in one batched pass -- the same
     numbers as two :func:`canonicalize_hand` calls at about half the time (the pipeline is
-    bound by per-op overhead on such small tensors). Returns ``{"left": ..., "right": ...}``."""
+    bound by per-op overhead on such small tensors). Returns ``{"left": ..., "right": ...}``;
+    ``compat_float32_casts`` as in :func:`canonicalize_hand`."""
     joints = {}
     for side, value in (("left", left_joints_mano_m), ("right", right_joints_mano_m)):
         if validate:
@@ -440,7 +504,7 @@ def canonicalize_two_hands(
             f"and {tuple(joints['right'].shape)}"
         )
     rel = torch.stack([wrist_relative_halo_joints(joints[s], s) for s in HAND_SIDES])
-    both = _canonicalise_relative(rel, "hand", validate)
+    both = _canonicalise_relative(rel, "hand", validate, compat_float32_casts)
     return {
         side: _im2hands_inputs(
             _Canonicalised(both.root_rot_mat[i], both.joints_canon_halo_m[i], both.part_mats_m[i]),
@@ -451,10 +515,15 @@ def canonicalize_two_hands(
     }
 
 
-def halo_base_inputs(joints_mano_m, side: str = "right", *, validate: bool = True) -> HaloBaseInputs:
+def halo_base_inputs(
+    joints_mano_m, side: str = "right", *, validate: bool = True, compat_float32_casts: bool = False
+) -> HaloBaseInputs:
     """Posed keypoints (..., 21, 3), mano order, metres -> inputs of the HALO base model
-    (HALO-repo convention: no extra S(0.4); decoder xyz = normalised canonical points)."""
-    joints, c = _canonicalise(joints_mano_m, side, validate)
+    (HALO-repo convention: no extra S(0.4); decoder xyz = normalised canonical points).
+    ``compat_float32_casts`` as in :func:`canonicalize_hand`; it emulates the *Im2Hands* casts,
+    not the HALO repo's all-float32 converter, and moves further from HALO-repo matrices
+    (1.0e-4 vs 5.4e-5 for float64 on the golden set): keep the float64 default here."""
+    joints, c = _canonicalise(joints_mano_m, side, validate, compat_float32_casts)
     wrist = joints[..., MANO_WRIST, :]
     mirror = torch.diag(joints.new_tensor([-1.0 if side == "left" else 1.0, 1.0, 1.0, 1.0]))
     to_wrist = homogeneous(
