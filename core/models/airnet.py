@@ -1,0 +1,343 @@
+"""AIR-Net point-transformer encoder and occupancy decoder, as configured in network R.
+
+Clean-room implementation after the description of AIR-Nets (Giebenhain & Goldluecke 2021)
+and Im2Hands' modified copy. Attribute names equal the official state-dict keys
+(``trans_enc.*`` / ``trans_dec.*`` inside R), so official weights load with ``strict=True``.
+
+Vector attention throughout: attention weights are a softmax **per channel** over the
+neighbours of a point, computed from ``fc_gamma(q - k + delta)`` where ``delta`` is a learned
+encoding of relative positions. Points are ``(B, N, 3)`` in whatever frame the caller uses
+(R: camera frame with y and z negated, metres, centred on the anchors' bounding box).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from core.geometry.sampling import farthest_point_sampling, gather_points, knn_indices
+
+# Queries decoded per chunk: bounds the (chunk, 10, 200) attention tensors to ~70 MB.
+DECODER_QUERY_CHUNK = 8192
+
+
+def _two_layer_mlp(in_dim: int, dim: int) -> nn.Sequential:
+    """Linear -> ReLU -> Linear; indices 0 and 2 hold the weights (official key layout)."""
+    return nn.Sequential(nn.Linear(in_dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+
+
+def _batch_norm_points(bn: nn.BatchNorm1d, feats: torch.Tensor) -> torch.Tensor:
+    """BatchNorm1d over the channel axis of point features (B, N, C)."""
+    return bn(feats.transpose(1, 2)).transpose(1, 2)
+
+
+def vector_attention(gamma_logits: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Softmax over the neighbour axis (-2), separately per channel, then the weighted sum
+    of ``values`` (same shape (..., K, C)) -> (..., C)."""
+    weights = torch.softmax(gamma_logits, dim=-2)
+    return (weights * values).sum(dim=-2)
+
+
+@dataclass
+class AnchorEncoding:
+    """What the encoder returns for one hand's anchor set.
+
+    ``anchors`` are in the frame of the encoder's input points; ``fps_indices`` are the
+    farthest-point-sampling indices of each down-sampling stage (into that stage's input)."""
+
+    z: torch.Tensor  # (B, 256) global latent
+    anchors: torch.Tensor  # (B, 128, 3) down-sampled anchor positions
+    anchor_feats: torch.Tensor  # (B, 128, 256) per-anchor features
+    fps_indices: tuple[torch.Tensor, ...] = ()
+
+    def detach(self) -> AnchorEncoding:
+        return AnchorEncoding(
+            self.z.detach(), self.anchors.detach(), self.anchor_feats.detach(), self.fps_indices
+        )
+
+
+class PointSelfAttention(nn.Module):
+    """Vector self-attention over each point's ``k`` nearest neighbours (or over all points
+    when ``group_all``), with a residual connection and BatchNorm (AIR-Net TransformerBlock)."""
+
+    def __init__(self, dim: int, k: int, group_all: bool = False):
+        super().__init__()
+        self.k = k
+        self.group_all = group_all
+        self.bn = nn.BatchNorm1d(dim)
+        self.fc_delta = _two_layer_mlp(3, dim)
+        self.fc_gamma = _two_layer_mlp(dim, dim)
+        self.w_qs = nn.Linear(dim, dim, bias=False)
+        self.w_ks = nn.Linear(dim, dim, bias=False)
+        self.w_vs = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, xyz: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        """xyz (B, N, 3), feats (B, N, C) -> (B, N, C)."""
+        q = self.w_qs(feats)
+        if self.group_all:
+            # Every point attends to every point: neighbours are the whole set.
+            k = self.w_ks(feats).unsqueeze(1)  # (B, 1, N, C), broadcast over queries
+            v = self.w_vs(feats).unsqueeze(1)
+            rel_xyz = xyz.unsqueeze(2) - xyz.unsqueeze(1)  # (B, N, N, 3)
+        else:
+            nbr = knn_indices(xyz, xyz, min(self.k, xyz.shape[1]))  # (B, N, k)
+            k = gather_points(self.w_ks(feats), nbr)
+            v = gather_points(self.w_vs(feats), nbr)
+            rel_xyz = xyz.unsqueeze(2) - gather_points(xyz, nbr)
+        delta = self.fc_delta(rel_xyz)
+        out = vector_attention(self.fc_gamma(q.unsqueeze(2) - k + delta), v + delta)
+        return _batch_norm_points(self.bn, out + feats)
+
+
+class AttentiveSetAbstraction(nn.Module):
+    """Down-sampling by farthest point sampling, then two rounds of vector attention from
+    each sampled centre to its ``k`` nearest input points (AIR-Net TransformerSetAbstraction)."""
+
+    def __init__(self, num_centres: int, k: int, dim: int, fps_skip_near_origin: bool = False):
+        super().__init__()
+        self.num_centres = num_centres
+        self.k = k
+        self.fps_skip_near_origin = fps_skip_near_origin
+        self.fc_delta1 = _two_layer_mlp(3, dim)
+        self.fc_gamma1 = _two_layer_mlp(dim, dim)
+        self.fc_gamma2 = _two_layer_mlp(dim, dim)
+        for name in ("w_qs", "w_ks", "w_vs", "w_qs2", "w_ks2", "w_vs2"):
+            setattr(self, name, nn.Linear(dim, dim, bias=False))
+        self.bnorm0 = nn.BatchNorm1d(dim)
+        self.bnorm1 = nn.BatchNorm1d(dim)
+        self.bnorm2 = nn.BatchNorm1d(dim)
+        self.conv1 = nn.Conv1d(dim, dim, 1)
+        self.bn1 = nn.BatchNorm1d(dim)
+        self.conv2 = nn.Conv1d(dim, dim, 1)
+
+    def forward(self, xyz: torch.Tensor, feats: torch.Tensor):
+        """xyz (B, N, 3), feats (B, N, C) -> centres (B, M, 3), features (B, M, C), fps (B, M)."""
+        fps = farthest_point_sampling(xyz, self.num_centres, skip_near_origin=self.fps_skip_near_origin)
+        centres = gather_points(xyz, fps)
+        centre_feats = gather_points(feats, fps)
+        nbr = knn_indices(centres, xyz, min(self.k, xyz.shape[1]))  # (B, M, k)
+        delta = self.fc_delta1(gather_points(xyz, nbr) - centres.unsqueeze(2))
+
+        q1 = gather_points(self.w_qs(feats), fps)
+        k1 = gather_points(self.w_ks(feats), nbr)
+        v1 = gather_points(self.w_vs(feats), nbr)
+        res1 = vector_attention(self.fc_gamma1(q1.unsqueeze(2) - k1 + delta), v1 + delta)
+        res1_t = res1.transpose(1, 2)
+        res1_t = res1_t + self.conv2(torch.relu(self.bn1(self.conv1(res1_t))))
+        res1 = self.bnorm0(res1_t).transpose(1, 2)
+
+        q2 = self.w_qs2(res1)
+        k2 = gather_points(self.w_ks2(feats), nbr)
+        v2 = gather_points(self.w_vs2(feats), nbr)
+        res2 = vector_attention(self.fc_gamma2(q2.unsqueeze(2) - k2 + delta), v2 + delta)
+
+        out = _batch_norm_points(self.bnorm1, res1 + res2) + centre_feats
+        return centres, _batch_norm_points(self.bnorm2, out), fps
+
+
+class TransitionDown(nn.Module):
+    """Thin wrapper kept for the official key layout (``transition_downs.i.sa.*``)."""
+
+    def __init__(self, num_centres: int, k: int, dim: int, fps_skip_near_origin: bool = False):
+        super().__init__()
+        self.sa = AttentiveSetAbstraction(num_centres, k, dim, fps_skip_near_origin)
+
+    def forward(self, xyz: torch.Tensor, feats: torch.Tensor):
+        return self.sa(xyz, feats)
+
+
+class ElementwiseMLP(nn.Module):
+    """Per-point residual MLP of 1x1 convolutions with BatchNorm:
+    ``bn3(x + relu(bn2(conv2(relu(bn1(conv1(x)))))))``."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.conv1 = nn.Conv1d(dim, dim, 1)
+        self.bn1 = nn.BatchNorm1d(dim)
+        self.conv2 = nn.Conv1d(dim, dim, 1)
+        self.bn2 = nn.BatchNorm1d(dim)
+        self.bn3 = nn.BatchNorm1d(dim)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """feats (B, N, C) -> (B, N, C)."""
+        x = feats.transpose(1, 2)
+        h = torch.relu(self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))))
+        return self.bn3(x + h).transpose(1, 2)
+
+
+class PointTransformerEncoder(nn.Module):
+    """R's anchor encoder (``PointTransformerEncoderV2`` configuration of Im2Hands):
+    512 anchors with ``feat_dim`` features -> 256 -> 128 anchors, widths 120 then 256, three
+    full self-attention rounds, and a 256-d global latent from max-pooling.
+
+    Input ``points`` (B, N, 3 + feat_dim) = [xyz, per-anchor features]."""
+
+    def __init__(
+        self,
+        feat_dim: int = 34,
+        points_per_layer: tuple[int, ...] = (512, 256, 128),
+        k: int = 16,
+        k_reduced: int = 16,
+        num_final_transformers: int = 3,
+        dim: int = 256,
+        dim_reduced: int = 120,
+        k_final: int = 32,
+        fps_skip_near_origin: bool = False,
+    ):
+        super().__init__()
+        self.feat_dim = feat_dim
+        self.points_per_layer = tuple(points_per_layer)
+        self.enc_sdf = nn.Linear(feat_dim, dim_reduced)
+        self.transformer_begin = PointSelfAttention(dim_reduced, k)
+        stages = len(points_per_layer) - 1
+        stage_dims = [dim_reduced] + [dim] * (stages - 1)
+        self.transition_downs = nn.ModuleList(
+            TransitionDown(
+                points_per_layer[i + 1], min(k, points_per_layer[i]), stage_dims[i], fps_skip_near_origin
+            )
+            for i in range(stages)
+        )
+        self.elementwise_extras = nn.ModuleList(ElementwiseMLP(d) for d in stage_dims)
+        self.transformer_downs = nn.ModuleList(PointSelfAttention(d, k_reduced) for d in stage_dims)
+        self.fc1 = nn.Linear(dim_reduced, dim)
+        self.elementwise = nn.ModuleList(ElementwiseMLP(dim) for _ in range(stages))
+        self.final_transformers = nn.ModuleList(
+            PointSelfAttention(dim, k_final, group_all=True) for _ in range(num_final_transformers)
+        )
+        self.final_elementwise = nn.ModuleList(ElementwiseMLP(dim) for _ in range(num_final_transformers))
+        self.fc_middle = _two_layer_mlp(dim, dim)
+
+    @property
+    def fps_skip_near_origin(self) -> bool:
+        return self.transition_downs[0].sa.fps_skip_near_origin
+
+    @fps_skip_near_origin.setter
+    def fps_skip_near_origin(self, value: bool) -> None:
+        for td in self.transition_downs:
+            td.sa.fps_skip_near_origin = bool(value)
+
+    def forward(self, points: torch.Tensor) -> AnchorEncoding:
+        if points.dim() != 3 or points.shape[-1] != 3 + self.feat_dim:
+            raise ValueError(f"encoder input must be (B, N, {3 + self.feat_dim}), got {tuple(points.shape)}")
+        if points.shape[1] != self.points_per_layer[0]:
+            raise ValueError(f"encoder expects {self.points_per_layer[0]} anchors, got {points.shape[1]}")
+        xyz = points[..., :3]
+        feats = self.transformer_begin(xyz, self.enc_sdf(points[..., 3:]))
+        fps_all = []
+        for i, down in enumerate(self.transition_downs):
+            xyz, feats, fps = down(xyz, feats)
+            fps_all.append(fps)
+            feats = self.elementwise_extras[i](feats)
+            feats = self.transformer_downs[i](xyz, feats)
+            if i == 0:
+                feats = self.fc1(feats)
+            feats = self.elementwise[i](feats)
+        for attention, mlp in zip(self.final_transformers, self.final_elementwise, strict=True):
+            feats = mlp(attention(xyz, feats))
+        z = self.fc_middle(feats.max(dim=1).values)
+        return AnchorEncoding(z=z, anchors=xyz, anchor_feats=feats, fps_indices=tuple(fps_all))
+
+
+class AnchorCrossAttention(nn.Module):
+    """Vector cross-attention from each query point to its ``k`` nearest anchors plus one
+    global token (AIR-Net CrossTransformerBlock). The query vector comes from the global
+    latent alone; relative positions enter through ``fc_delta`` (zero for the global token)."""
+
+    def __init__(self, latent_dim: int = 256, dim: int = 200, k: int = 9):
+        super().__init__()
+        self.k = k
+        self.fc_delta = _two_layer_mlp(3, dim)
+        self.fc_gamma = _two_layer_mlp(dim, dim)
+        self.w_k_global = nn.Linear(latent_dim, dim, bias=False)
+        self.w_v_global = nn.Linear(latent_dim, dim, bias=False)
+        self.w_qs = nn.Linear(latent_dim, dim, bias=False)
+        self.w_ks = nn.Linear(latent_dim, dim, bias=False)
+        self.w_vs = nn.Linear(latent_dim, dim, bias=False)
+
+    def forward(self, query_xyz: torch.Tensor, encoding: AnchorEncoding) -> torch.Tensor:
+        """query_xyz (B, Q, 3) -> (B, Q, dim).
+
+        Equal to a softmax over the k + 1 tokens [k neighbours, global], computed without
+        materialising the global token per query: its attention logits and value do not
+        depend on the query point (zero position encoding, query vector from z alone)."""
+        z = encoding.z.unsqueeze(1)  # (B, 1, latent)
+        q = self.w_qs(z)  # (B, 1, dim), shared by all queries of a sample
+        # per-anchor terms computed once, then gathered per query
+        q_minus_k = q - self.w_ks(encoding.anchor_feats)  # (B, M, dim)
+        values = self.w_vs(encoding.anchor_feats)
+        global_logits = self.fc_gamma(q - self.w_k_global(z)).unsqueeze(2)  # (B, 1, 1, dim)
+        global_value = self.w_v_global(z).unsqueeze(2)
+
+        nbr = knn_indices(query_xyz, encoding.anchors, self.k)  # (B, Q, k)
+        delta = self.fc_delta(query_xyz.unsqueeze(2) - gather_points(encoding.anchors, nbr))
+        logits = self.fc_gamma(gather_points(q_minus_k, nbr) + delta)  # (B, Q, k, dim)
+        peak = torch.maximum(logits.amax(dim=2, keepdim=True), global_logits)
+        weights = torch.exp(logits - peak)
+        global_weight = torch.exp(global_logits - peak)  # (B, Q, 1, dim)
+        numerator = (weights * (gather_points(values, nbr) + delta)).sum(dim=2) + (
+            global_weight * global_value
+        )[:, :, 0]
+        return numerator / (weights.sum(dim=2) + global_weight[:, :, 0])
+
+
+class ResnetBlockFC(nn.Module):
+    """``x + fc_1(relu(fc_0(relu(x))))``; ``fc_1`` starts at zero so a fresh block is the identity."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.fc_0 = nn.Linear(dim, dim)
+        self.fc_1 = nn.Linear(dim, dim)
+        nn.init.zeros_(self.fc_1.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc_1(torch.relu(self.fc_0(torch.relu(x))))
+
+
+class PointTransformerOccDecoder(nn.Module):
+    """R's occupancy decoder (``PointTransformerDecoderOcc`` with ``return_feature=True``):
+    cross-attention to the 9 nearest anchors (200-d), concatenated with the 64-d per-query
+    feature, then ``init_enc`` and 5 ResNet-FC blocks of width 32 conditioned on the attention
+    output, then ``fc_out`` -> one occupancy **logit** per query (no activation before it)."""
+
+    def __init__(
+        self,
+        latent_dim: int = 256,
+        dim: int = 200,
+        k: int = 9,
+        query_feat_dim: int = 64,
+        hidden_dim: int = 32,
+        num_blocks: int = 5,
+        query_chunk: int = DECODER_QUERY_CHUNK,
+    ):
+        super().__init__()
+        self.query_feat_dim = query_feat_dim
+        self.query_chunk = query_chunk
+        self.ct1 = AnchorCrossAttention(latent_dim, dim, k)
+        self.init_enc = nn.Linear(dim + query_feat_dim, hidden_dim)
+        self.blocks = nn.ModuleList(ResnetBlockFC(hidden_dim) for _ in range(num_blocks))
+        self.fc_c = nn.ModuleList(nn.Linear(dim, hidden_dim) for _ in range(num_blocks))
+        self.fc_out = nn.Linear(hidden_dim, 1)
+
+    def forward(self, queries: torch.Tensor, encoding: AnchorEncoding) -> torch.Tensor:
+        """queries (B, Q, 3 + query_feat_dim) = [xyz in the anchors' frame, features]
+        -> logits (B, Q, 1). Queries are decoded in chunks to bound memory."""
+        if queries.dim() != 3 or queries.shape[-1] != 3 + self.query_feat_dim:
+            raise ValueError(
+                f"decoder queries must be (B, Q, {3 + self.query_feat_dim}), got {tuple(queries.shape)}"
+            )
+        if queries.shape[1] == 0:
+            return queries.new_zeros(queries.shape[0], 0, 1)
+        chunks = [
+            self._decode(queries[:, s : s + self.query_chunk], encoding)
+            for s in range(0, queries.shape[1], self.query_chunk)
+        ]
+        return torch.cat(chunks, dim=1)
+
+    def _decode(self, queries: torch.Tensor, encoding: AnchorEncoding) -> torch.Tensor:
+        attended = self.ct1(queries[..., :3], encoding)
+        net = self.init_enc(torch.cat([attended, queries[..., 3:]], dim=-1))
+        for fc_c, block in zip(self.fc_c, self.blocks, strict=True):
+            net = block(net + fc_c(attended))
+        return self.fc_out(net)
