@@ -1,0 +1,61 @@
+"""``python main.py bench [--quick] [--json PATH] [--device cpu|cuda|auto]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quick", action="store_true", help="HALO-only part at low resolution (well under a minute)"
+    )
+    parser.add_argument("--json", type=Path, default=None, help="write the full report here")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--resolution", type=int, default=256, help="final grid (full run)")
+    parser.add_argument(
+        "--parts", default="halo,im2hands", help="comma-separated: halo (HALO-only mode), im2hands (I + R)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from core.engine.bench import run_benchmark
+
+    torch.set_num_threads(max(1, args.threads))
+    parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
+    report = run_benchmark(quick=args.quick, device=args.device, resolution=args.resolution, parts=parts)
+    text = json.dumps(report, indent=1, default=_jsonable)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text)
+    summary = {
+        k: report[k]
+        for k in (
+            "device",
+            "architecture",
+            "resolution",
+            "preview_s",
+            "final_s",
+            "reference_s",
+            "speedup_vs_reference",
+            "mesh_iou_vs_reference",
+            "chamfer_mm_vs_reference",
+            "drag_update_s",
+        )
+    }
+    print(json.dumps(summary, indent=1, default=_jsonable))
+    return 0
+
+
+def _jsonable(value):
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)

@@ -1,0 +1,306 @@
+"""Benchmark of the engine against the official generation strategy and a dense grid.
+
+On the same inputs (an InterHand2.6M frame with both hands), one run measures:
+
+* the engine: preview (``preview_resolution``) and final (``resolution``) from a cold
+  feature cache, the progressive pair, and a *drag update* (one keypoint moved 5 mm, image
+  features cached, preview resolution);
+* the reference path (:mod:`core.engine.reference_path`): per-hand MISE from 32, nothing
+  skipped or cached -- the official strategy;
+* a dense-grid path: every lattice point evaluated (at ``dense_resolution``);
+* agreement of the engine's final meshes with the reference's: volumetric IoU and Chamfer.
+
+Architectures: the HALO-only mode with the official HALO checkpoint (real trained weights,
+meaningful mesh agreement), and the official I + R architecture with shipped weights or,
+until they exist, the golden *random* weights (timing only: random R gives a blob, not a
+hand -- stated in the JSON). ``quick`` runs the HALO part at low resolution only.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.engine.backends import SHIPPED_WEIGHTS_DIR, Im2HandsBackend, resolve_device
+from core.engine.compare import chamfer_m, mesh_bounds, volume_iou
+from core.engine.engine import Engine
+from core.engine.hands import hand_frames
+from core.engine.mise import DenseGrid, dense_grid_values
+from core.engine.penetration import HandField
+from core.engine.reference_path import reference_halo, reference_im2hands
+from core.engine.settings import ReconstructionSettings
+from core.errors import InputError
+from core.types import Camera, Reconstruction, TwoHandKeypoints
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_IMAGE = "image69148.jpg"
+DRAG_JOINT = ("right", 8)  # the right index fingertip (mano order)
+DRAG_OFFSET_M = np.array([0.005, 0.0, 0.0])
+
+
+def shared_dir() -> Path:
+    return Path(os.environ.get("IM2HANDS_SHARED_DIR", REPO_ROOT.parent / "shared"))
+
+
+def sample_inputs() -> tuple[np.ndarray, Camera, TwoHandKeypoints]:
+    from core.io.images import load_image_rgb
+    from core.io.keypoints import load_keypoints
+
+    folder = shared_dir() / "realdata" / "interhand26m_samples"
+    if not (folder / SAMPLE_IMAGE).is_file():
+        raise InputError(f"benchmark inputs not found: {folder / SAMPLE_IMAGE} (set IM2HANDS_SHARED_DIR)")
+    keypoints, camera = load_keypoints(folder, folder / SAMPLE_IMAGE)
+    return load_image_rgb(folder / SAMPLE_IMAGE), camera, keypoints
+
+
+def halo_checkpoint() -> Path:
+    return shared_dir() / "realdata" / "weights" / "halo_base_yt3d_model_best.pt"
+
+
+def dragged(keypoints: TwoHandKeypoints) -> TwoHandKeypoints:
+    moved = keypoints.copy()
+    side, joint = DRAG_JOINT
+    moved.hand(side)[joint] += DRAG_OFFSET_M
+    return moved
+
+
+def _peak_memory_mb(device: torch.device) -> dict:
+    out = {"process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+    if device.type == "cuda":
+        out["cuda_peak_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device):
+    _sync(device)
+    t = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return out, time.perf_counter() - t
+
+
+def _agreement(engine_rec: Reconstruction, ref: dict, engine_fields: dict) -> dict:
+    ious, chamfers = {}, {}
+    for side in ("left", "right"):
+        mine = getattr(engine_rec, side)
+        theirs = ref["meshes"].get(side)
+        if mine is None or theirs is None:
+            continue
+        chamfers[side] = chamfer_m(mine, theirs) * 1000.0
+        if mine.is_empty and theirs.is_empty:
+            ious[side] = 1.0
+            continue
+        bounds = mesh_bounds(mine, theirs)
+        ious[side] = volume_iou(engine_fields[side], ref["fields"][side], bounds)
+    return {
+        "mesh_iou_vs_reference": float(np.mean(list(ious.values()))) if ious else float("nan"),
+        "chamfer_mm_vs_reference": float(np.mean(list(chamfers.values()))) if chamfers else float("nan"),
+        "per_hand_iou": ious,
+        "per_hand_chamfer_mm": chamfers,
+    }
+
+
+def _fields_from_grids(frames, grids: dict[str, DenseGrid]) -> dict[str, HandField]:
+    return {s: HandField(g, frames[s].cam_to_box) for s, g in grids.items()}
+
+
+def _engine_fields(engine: Engine, image, camera, keypoints, settings) -> tuple[Reconstruction, dict]:
+    """A final reconstruction plus each hand's occupancy field (for IoU)."""
+    from core.engine.engine import _Job
+
+    job = _Job(engine, image, camera, keypoints, settings, None)
+    rec = job.stage(settings.resolution, "final")
+    return rec, job.fields
+
+
+def bench_engine(engine: Engine, image, camera, keypoints, settings: ReconstructionSettings) -> dict:
+    """Engine timings on one input: cold preview, cold final, progressive, drag update."""
+    dev = engine.backend.device
+    out = {}
+    engine.clear_cache()
+    preview, out["preview_s"] = _timed(
+        lambda: engine.reconstruct(
+            image, camera, keypoints, settings.with_(resolution=settings.preview_resolution)
+        ),
+        dev,
+    )
+    engine.clear_cache()
+    final, out["final_s"] = _timed(lambda: engine.reconstruct(image, camera, keypoints, settings), dev)
+    out["final_timings_s"] = final.timings_s
+    out["final_evaluations"] = final.settings["evaluations"]
+    out["preview_evaluations"] = preview.settings["evaluations"]
+    out["penetration_volume_cm3"] = final.penetration_volume_cm3
+    out["final_vertices"] = {
+        s: len(getattr(final, s).vertices) for s in ("left", "right") if getattr(final, s)
+    }
+
+    engine.clear_cache()
+    t = time.perf_counter()
+    stamps = []
+    for rec in engine.reconstruct_progressive(image, camera, keypoints, settings):
+        _sync(dev)
+        stamps.append((rec.stage, time.perf_counter() - t))
+    out["progressive_s"] = dict(stamps)
+
+    # Drag: the image is cached from the call above; one fingertip moves 5 mm.
+    moved = dragged(keypoints)
+    drag, out["drag_update_s"] = _timed(
+        lambda: engine.reconstruct(
+            image, camera, moved, settings.with_(resolution=settings.preview_resolution)
+        ),
+        dev,
+    )
+    out["drag_cache_hit"] = bool(drag.settings["cache_hit"])
+    out["drag_timings_s"] = drag.timings_s
+    return out
+
+
+def _dense(engine: Engine, frames, resolution: int, settings: ReconstructionSettings, features) -> dict:
+    """Every lattice point of both hands evaluated (I for HALO-only / I stage; R when refined)."""
+    backend = engine.backend
+    t = time.perf_counter()
+    n = 0
+    with torch.inference_mode():
+        for frame in frames.values():
+            fn = lambda p, f=frame: backend.init_occupancy(features, f, p, False)
+            dense_grid_values(fn, resolution, settings.box_size, settings.threshold_init, chunk=65536)
+            n += (resolution + 1) ** 3
+    return {"dense_s": time.perf_counter() - t, "dense_resolution": resolution, "dense_evaluations": n}
+
+
+def bench_halo(quick: bool, device: torch.device, resolution: int = 256) -> dict:
+    image, camera, keypoints = sample_inputs()
+    engine = Engine(halo_checkpoint(), device=str(device))
+    res, preview, dense_res = (64, 32, 32) if quick else (resolution, min(64, resolution // 2), 64)
+    settings = ReconstructionSettings(resolution=res, preview_resolution=preview, device=str(device))
+    out = {"architecture": "halo_only (official HALO base checkpoint)", "resolution": res}
+    out.update(bench_engine(engine, image, camera, keypoints, settings))
+    frames = hand_frames(keypoints)
+    ref = reference_halo(engine.backend, frames, res)
+    ref["fields"] = _fields_from_grids(frames, ref["grids"])
+    out["reference_s"] = ref["seconds"]
+    out["reference_evaluations"] = ref["evaluations"]
+    out["speedup_vs_reference"] = ref["seconds"] / out["final_s"]
+    final, fields = _engine_fields(engine, image, camera, keypoints, settings)
+    out.update(_agreement(final, ref, fields))
+    out.update(_dense(engine, frames, dense_res, settings, None))
+    return out
+
+
+def _im2hands_engine(device: torch.device) -> tuple[Engine, str] | None:
+    if any((SHIPPED_WEIGHTS_DIR / n).is_file() for n in ("ref_occ.safetensors",)):
+        return Engine(device=str(device)), "im2hands (shipped weights)"
+    try:
+        from core.models.ref_occ import RefOccNet
+        from tests.golden import official_state_dict  # the golden random weights (development checkouts)
+
+        net = RefOccNet()
+        net.load_state_dict(official_state_dict("ref_occ"))
+    except Exception:  # no golden folder / not a development checkout
+        return None
+    label = "im2hands official architecture, golden RANDOM weights (timing only: R's surface is not a hand)"
+    return Engine.from_networks(ref=net, device=str(device)), label
+
+
+def bench_im2hands(device: torch.device, resolution: int = 256, preview: int = 64) -> dict | None:
+    preview = min(preview, resolution // 2)
+    made = _im2hands_engine(device)
+    if made is None:
+        return None
+    engine, label = made
+    image, camera, keypoints = sample_inputs()
+    settings = ReconstructionSettings(resolution=resolution, preview_resolution=preview, device=str(device))
+    out = {"architecture": label, "resolution": resolution}
+    out.update(bench_engine(engine, image, camera, keypoints, settings))
+    frames = hand_frames(keypoints)
+    backend: Im2HandsBackend = engine.backend
+    ref = reference_im2hands(backend, image, camera, frames, resolution)
+    ref["fields"] = _fields_from_grids(frames, ref["grids"])
+    out["reference_s"] = ref["seconds"]
+    out["reference_timings_s"] = ref["timings"]
+    out["reference_evaluations"] = ref["evaluations"]
+    out["speedup_vs_reference"] = ref["seconds"] / out["final_s"]
+    final, fields = _engine_fields(engine, image, camera, keypoints, settings)
+    out.update(_agreement(final, ref, fields))
+    return out
+
+
+RESNET50_UNLOADED_S = 0.077  # environment.md: 73-81 ms for 1x3x256x256 on this machine kind, idle
+
+
+def machine_calibration(device: torch.device, repeats: int = 3) -> dict:
+    """Time a fixed workload (a ResNet-50 forward at 256 px) now. On the shared development
+    machine other jobs can slow everything many times over; ``load_factor`` (measured /
+    idle time of that workload, CPU only) lets a reader scale the timings of this report."""
+    import torchvision
+
+    net = torchvision.models.resnet50().eval().to(device)
+    x = torch.randn(1, 3, 256, 256, device=device)
+    times = []
+    with torch.inference_mode():
+        net(x)
+        for _ in range(repeats):
+            _, dt = _timed(lambda: net(x), device)
+            times.append(dt)
+    best = min(times)
+    out = {"resnet50_forward_s": best}
+    if device.type == "cpu":
+        out["resnet50_idle_reference_s"] = RESNET50_UNLOADED_S
+        out["load_factor"] = best / RESNET50_UNLOADED_S
+    return out
+
+
+def run_benchmark(
+    quick: bool = False,
+    device: str = "auto",
+    resolution: int = 256,
+    parts: tuple[str, ...] = ("halo", "im2hands"),
+) -> dict:
+    """Everything above in one run; the top-level keys summarise the official I + R
+    architecture when it ran, else the HALO-only mode. ``resolution`` is the final grid of
+    the full run (the quick run uses 64)."""
+    dev = resolve_device(device)
+    report = {
+        "device": str(dev) if dev.type == "cpu" else f"{dev} ({torch.cuda.get_device_name(dev)})",
+        "quick": quick,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "load_average_at_start": os.getloadavg(),
+    }
+    report["calibration_before"] = machine_calibration(dev)
+    t = time.perf_counter()
+    report["halo_only"] = bench_halo(quick, dev, resolution) if "halo" in parts else None
+    report["im2hands"] = None if quick or "im2hands" not in parts else bench_im2hands(dev, resolution)
+    main = report["im2hands"] or report["halo_only"]
+    if main is None:
+        raise InputError("nothing to benchmark: choose the halo and/or im2hands parts")
+    for key in (
+        "preview_s",
+        "final_s",
+        "reference_s",
+        "speedup_vs_reference",
+        "mesh_iou_vs_reference",
+        "chamfer_mm_vs_reference",
+        "drag_update_s",
+        "architecture",
+        "resolution",
+    ):
+        report[key] = main[key]
+    report["memory"] = _peak_memory_mb(dev)
+    report["bench_wall_s"] = time.perf_counter() - t
+    report["calibration_after"] = machine_calibration(dev)
+    report["load_average_at_end"] = os.getloadavg()
+    return report

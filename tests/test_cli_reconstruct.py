@@ -1,0 +1,104 @@
+"""`main.py reconstruct` end to end (HALO-only mode, small grid) and `main.py bench --quick`."""
+
+import json
+
+import numpy as np
+import pytest
+import trimesh
+
+from core.io.keypoints import load_keypoints
+from main import main
+from tests import golden
+
+IH = golden.realdata_dir() / "interhand26m_samples"
+
+
+@pytest.fixture(scope="module")
+def halo_path():
+    path = golden.halo_checkpoint_path()
+    if not path.is_file() or not (IH / "image69148.jpg").is_file():
+        pytest.skip("official HALO checkpoint or InterHand2.6M samples not present")
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["ply", "glb"])
+def test_reconstruct_writes_meshes_keypoints_and_report(tmp_path, halo_path, fmt):
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "reconstruct",
+            str(IH / "image69148.jpg"),
+            "--keypoints",
+            str(IH),
+            "--weights",
+            str(halo_path),
+            "--resolution",
+            "64",
+            "--device",
+            "cpu",
+            "--format",
+            fmt,
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["mode"] == "halo_only" and report["resolution"] == 64
+    assert {"total", "meshes", "penetration"} <= set(report["timings_s"])
+    assert report["penetration_volume_cm3"] >= 0.0
+    kp_in, _ = load_keypoints(IH, IH / "image69148.jpg")
+    kp_out, cam = load_keypoints(out / "keypoints.json", "image69148.jpg")
+    np.testing.assert_allclose(kp_out.right, kp_in.right)
+    assert cam.width == 334
+    for side in ("left", "right"):
+        mesh = trimesh.load(out / f"{side}.{fmt}", force="mesh", process=False)
+        assert len(mesh.faces) == report["hands"][side]["faces"]
+        # Camera frame, metres: the mesh sits around the hand ~1.1 m from the camera.
+        assert 0.8 < float(np.median(np.asarray(mesh.vertices)[:, 2])) < 1.5
+
+
+def test_reconstruct_without_keypoints_or_with_a_bad_file_fails_clearly(tmp_path, halo_path, capsys):
+    image = str(IH / "image69148.jpg")
+    assert main(["reconstruct", image, "--weights", str(halo_path), "--out", str(tmp_path)]) == 2
+    assert "--keypoints" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text("{oops")
+    assert (
+        main(
+            [
+                "reconstruct",
+                image,
+                "--keypoints",
+                str(bad),
+                "--weights",
+                str(halo_path),
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_bench_quick_reports_the_promised_keys(tmp_path, halo_path):
+    path = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--json", str(path), "--device", "cpu"]) == 0
+    report = json.loads(path.read_text())
+    for key in (
+        "device",
+        "preview_s",
+        "final_s",
+        "reference_s",
+        "speedup_vs_reference",
+        "mesh_iou_vs_reference",
+        "chamfer_mm_vs_reference",
+        "drag_update_s",
+    ):
+        assert key in report, key
+    halo = report["halo_only"]
+    # Same refinement rule, same network: the engine's meshes equal the reference's.
+    assert report["mesh_iou_vs_reference"] > 0.999 and report["chamfer_mm_vs_reference"] < 0.01
+    assert halo["final_evaluations"]["init_occ"] < halo["reference_evaluations"]
+    assert report["preview_s"] > 0 and report["drag_update_s"] > 0 and report["bench_wall_s"] < 60

@@ -1,0 +1,186 @@
+"""Engine behaviour through its public API: modes, progressive results, cancelling, the
+feature cache, bad inputs. HALO-only tests use the official HALO checkpoint (skipped when
+absent); the image path uses small randomly initialised networks (behaviour, not accuracy)."""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from core.engine import Engine, ReconstructionSettings, SettingsError
+from core.errors import ImageError, InputError, KeypointError
+from core.models.config import EncoderConfig, InitOccConfig
+from core.models.ref_occ import RefOccConfig, RefOccNet
+from core.types import Camera, TwoHandKeypoints
+from tests import golden
+
+FAST = ReconstructionSettings(resolution=64, preview_resolution=32, anchor_resolution=32, device="cpu")
+
+
+def _two_hands():
+    """Two real hands (HALO's demo poses), 5 cm apart, 50 cm in front of the camera."""
+    seq = np.load(golden.realdata_dir() / "keypoints_3d" / "halo_kps_seq_170x21x3_m.npy").astype(np.float64)
+    right = seq[40] + [0.03, 0.0, 0.5]
+    left = seq[90] * [-1.0, 1.0, 1.0] + [-0.03, 0.0, 0.5]  # mirrored: a left hand
+    return TwoHandKeypoints(left=left, right=right)
+
+
+@pytest.fixture(scope="module")
+def keypoints():
+    path = golden.realdata_dir() / "keypoints_3d" / "halo_kps_seq_170x21x3_m.npy"
+    if not path.is_file():
+        pytest.skip("realdata keypoints not present")
+    return _two_hands()
+
+
+@pytest.fixture(scope="module")
+def camera():
+    return Camera.default_for_image(320, 240)
+
+
+@pytest.fixture(scope="module")
+def halo_engine():
+    path = golden.halo_checkpoint_path()
+    if not path.is_file():
+        pytest.skip(f"official HALO checkpoint not present: {path}")
+    return Engine(path, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def image_engine():
+    torch.manual_seed(0)
+    cfg = RefOccConfig(init_occ=InitOccConfig.small("resnet18"), encoder=EncoderConfig(backbone="resnet18"))
+    return Engine.from_networks(ref=RefOccNet(cfg).eval(), device="cpu")
+
+
+def _image(camera, seed=0):
+    return np.random.default_rng(seed).integers(0, 255, (camera.height, camera.width, 3), dtype=np.uint8)
+
+
+def test_halo_only_mode_reconstructs_both_hands_in_the_camera_frame(halo_engine, keypoints, camera):
+    assert halo_engine.mode == "halo_only"
+    rec = halo_engine.reconstruct(None, camera, keypoints, FAST)
+    assert rec.stage == "final" and rec.resolution == 64
+    for side in ("left", "right"):
+        mesh = getattr(rec, side)
+        joints = keypoints.hand(side)
+        assert len(mesh.faces) > 500 and mesh.inside_other.shape == (len(mesh.vertices),)
+        # The mesh wraps its own hand: every joint is within 2 cm of the surface.
+        from scipy.spatial import cKDTree
+
+        assert cKDTree(mesh.vertices).query(joints)[0].max() < 0.02
+        # Outward faces: positive enclosed volume of roughly a hand (100 - 800 cm^3).
+        from core.engine.penetration import mesh_volume
+
+        assert 1e-4 < mesh_volume(mesh.vertices, mesh.faces) < 8e-4
+    assert {"validate", "init_occupancy", "meshes", "penetration", "total"} <= set(rec.timings_s)
+
+
+def test_progressive_yields_preview_then_final_and_reuses_values(halo_engine, keypoints, camera):
+    stages = list(halo_engine.reconstruct_progressive(None, camera, keypoints, FAST))
+    assert [r.stage for r in stages] == ["preview", "final"]
+    assert [r.resolution for r in stages] == [32, 64]
+    assert stages[1].settings["evaluations"]["reused"] > 0  # preview values fed the final grid
+    assert len(stages[1].right.vertices) > len(stages[0].right.vertices)
+
+
+def test_progressive_stops_when_cancelled(halo_engine, keypoints, camera):
+    calls = {"n": 0}
+
+    def cancel_after_preview():
+        calls["n"] += 1
+        return calls["n"] > 2
+
+    stages = list(halo_engine.reconstruct_progressive(None, camera, keypoints, FAST, cancel_after_preview))
+    assert [r.stage for r in stages] == ["preview"]
+    assert list(halo_engine.reconstruct_progressive(None, camera, keypoints, FAST, lambda: True)) == []
+
+
+def test_interpenetrating_hands_are_measured(halo_engine, keypoints, camera):
+    apart = halo_engine.reconstruct(None, camera, keypoints, FAST)
+    pushed = keypoints.copy()
+    pushed.left = pushed.left + [0.05, 0.0, 0.0]  # slide the left hand into the right one
+    overlap = halo_engine.reconstruct(None, camera, pushed, FAST)
+    assert overlap.penetration_volume_cm3 > apart.penetration_volume_cm3 + 5.0
+    assert overlap.left.inside_other.sum() > 0 and overlap.right.inside_other.sum() > 0
+    assert overlap.penetration_mesh is not None and len(overlap.penetration_mesh.faces) > 0
+
+
+def test_one_hand_missing_reconstructs_the_other(halo_engine, image_engine, keypoints, camera):
+    only_right = TwoHandKeypoints(left=None, right=keypoints.right)
+    rec = halo_engine.reconstruct(None, camera, only_right, FAST)
+    assert rec.left is None and len(rec.right.faces) > 500 and rec.penetration_volume_cm3 == 0.0
+    rec = image_engine.reconstruct(_image(camera), camera, only_right, FAST)
+    assert rec.left is None and rec.right is not None
+    assert any("one hand only" in n for n in rec.settings["notes"])
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda k: setattr(k, "right", k.right * np.nan), "NaN"),
+        (
+            lambda k: setattr(k, "left", np.where(np.eye(21, 3, dtype=bool), np.inf, k.left)),
+            "NaN or infinite",
+        ),
+        (lambda k: setattr(k, "right", np.tile(k.right[:1], (21, 1))), "collapsed"),
+        (lambda k: setattr(k, "right", k.right - [0, 0, 1.0]), "in front of the camera"),
+        (lambda k: (setattr(k, "left", None), setattr(k, "right", None)), "no hand"),
+    ],
+)
+def test_bad_keypoints_raise_clear_errors(halo_engine, keypoints, camera, mutate, message):
+    bad = keypoints.copy()
+    mutate(bad)
+    with pytest.raises(KeypointError, match=message):
+        halo_engine.reconstruct(None, camera, bad, FAST)
+
+
+@pytest.mark.parametrize(
+    "make_image, message",
+    [
+        (
+            lambda c: np.zeros((c.height + 10, c.width, 3), np.uint8),
+            "is 320x250 pixels but the camera is for 320x240",
+        ),
+        (lambda c: np.zeros((c.height, c.width, 4), np.uint8), "3 colour channels"),
+        (lambda c: np.zeros((c.height, c.width), np.uint8), "3 colour channels"),
+        (lambda c: np.zeros((c.height, c.width, 3), np.float32), "uint8"),
+        (lambda c: None, "needs the image"),
+    ],
+)
+def test_bad_images_raise_clear_errors(image_engine, keypoints, camera, make_image, message):
+    with pytest.raises(ImageError, match=message):
+        image_engine.reconstruct(make_image(camera), camera, keypoints, FAST)
+
+
+def test_bad_settings_and_weights_raise_input_errors(tmp_path):
+    with pytest.raises(SettingsError, match="power of two"):
+        ReconstructionSettings(resolution=100)
+    with pytest.raises(SettingsError, match="device"):
+        ReconstructionSettings(device="tpu")
+    with pytest.raises(InputError, match="not found"):
+        Engine(tmp_path / "missing.pt", device="cpu")
+    assert issubclass(SettingsError, ValueError)
+
+
+def test_image_features_are_cached_when_only_keypoints_change(image_engine, keypoints, camera):
+    image = _image(camera, seed=1)
+    image_engine.clear_cache()
+    settings = FAST.with_(resolution=32)
+    first = image_engine.reconstruct(image, camera, keypoints, settings)
+    moved = keypoints.copy()
+    moved.right[8] += [0.004, 0.0, 0.0]  # drag the right index fingertip 4 mm
+    t = time.perf_counter()
+    second = image_engine.reconstruct(image, camera, moved, settings)
+    second_s = time.perf_counter() - t
+    assert not first.settings["cache_hit"] and second.settings["cache_hit"]
+    assert second.timings_s["image_features"] < 0.2 * first.timings_s["image_features"]
+    print(
+        f"image features: cold {first.timings_s['image_features']:.3f} s, cached "
+        f"{second.timings_s['image_features'] * 1000:.2f} ms; whole second call {second_s:.2f} s"
+    )
+    # A different image is not served from the cache.
+    third = image_engine.reconstruct(_image(camera, seed=2), camera, moved, settings)
+    assert not third.settings["cache_hit"]
+    assert second.right is not None and second.left is not None and first.stage == "final"
