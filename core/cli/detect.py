@@ -1,0 +1,103 @@
+"""``python main.py detect IMAGE_OR_VIDEO --out FILE``: 3D hand keypoints per frame.
+
+Writes our keypoint JSON (camera frame, metres, ``mano`` order; a hand not found is
+``null``). Video frames are named ``<video file>#frame=<index>`` in the file's ``image``
+field. Intrinsics: ``--camera`` file, else EXIF, else the default 50-degree camera.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from core.errors import InputError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", help="an image (JPEG, PNG, WebP, ...) or a video (MP4, MOV, ...)")
+    parser.add_argument("--out", required=True, help="keypoint JSON file to write")
+    parser.add_argument("--camera", help="camera file: InterHand2.6M *_camera.json or {K, width, height}")
+    parser.add_argument("--camera-capture", help="capture id in an InterHand2.6M camera file")
+    parser.add_argument("--camera-name", help="camera id in an InterHand2.6M camera file")
+    parser.add_argument("--every", type=int, default=1, help="video: use every N-th frame (default 1)")
+    parser.add_argument("--max-frames", type=int, default=None, help="video: at most N frames")
+    parser.add_argument("--no-retries", action="store_true",
+                        help="one MediaPipe pass only (faster, finds fewer interacting hands)")
+    parser.add_argument("--no-smoothing", action="store_true", help="video: raw per-frame keypoints")
+    parser.add_argument("--mirrored", action="store_true", help="the input is mirrored (selfie camera)")
+    parser.add_argument("--overlay", help="image input: also write the keypoints drawn over the image here")
+
+
+def _write(out: Path, frames, camera) -> Path:
+    """The single place where keypoints are written (helper E's JSON writer)."""
+    from core.io.keypoints import save_keypoints_json
+
+    return save_keypoints_json(out, frames, camera)
+
+
+def _image_ref(image_path: Path, out: Path) -> str:
+    try:
+        return str(image_path.resolve().relative_to(out.resolve().parent))
+    except ValueError:
+        return str(image_path.resolve())
+
+
+def run(args: argparse.Namespace) -> int:
+    from core.detect.detector import MediaPipeHandDetector
+    from core.detect.intrinsics import camera_for_image
+    from core.detect.pipeline import detect_image
+    from core.detect.smoothing import TwoHandSmoother
+    from core.detect.video import VideoReader, is_video_path
+    from core.io.images import load_image_rgb
+    from core.io.keypoints import KeypointFrame
+
+    source = Path(args.input)
+    out = Path(args.out)
+    if not source.is_file():
+        raise InputError(f"input not found: {source}")
+    if args.every < 1 or (args.max_frames is not None and args.max_frames < 1):
+        raise InputError("--every and --max-frames must be at least 1")
+    frames = []
+    with MediaPipeHandDetector(retries=not args.no_retries, image_is_mirrored=args.mirrored) as detector:
+        if is_video_path(source):
+            with VideoReader(source) as video:
+                camera, origin = camera_for_image(video.width, video.height, args.camera, None,
+                                                  args.camera_capture, args.camera_name)
+                print(f"{source.name}: {video.frame_count} frames at {video.fps:.1f} fps, "
+                      f"{video.width}x{video.height}; camera from {origin}")
+                smoother = None if args.no_smoothing else TwoHandSmoother()
+                ref = _image_ref(source, out)
+                for index, frame in video.frames(every=args.every, max_frames=args.max_frames):
+                    result = detect_image(frame, camera, detector)
+                    keypoints = result.keypoints
+                    if smoother is not None:
+                        keypoints = smoother(keypoints, video.time_of(index))
+                    frames.append(KeypointFrame(keypoints, image=f"{ref}#frame={index}"))
+                    carried = [] if smoother is None else [s for s, c in smoother.carried.items() if c]
+                    print(f"  frame {index}: found {', '.join(result.keypoints.present_sides()) or 'none'}"
+                          + (f"; carried over {', '.join(carried)}" if carried else ""))
+        else:
+            image = load_image_rgb(source)
+            h, w = image.shape[:2]
+            camera, origin = camera_for_image(w, h, args.camera, source, args.camera_capture,
+                                              args.camera_name)
+            t0 = time.perf_counter()
+            result = detect_image(image, camera, detector)
+            found = ", ".join(f"{hd.side} ({hd.source})" for hd in result.detection.hands) or "no hand"
+            print(f"{source.name}: {w}x{h}, camera from {origin}; found {found} "
+                  f"in {time.perf_counter() - t0:.2f} s, {len(result.detection.views_tried)} views")
+            frames.append(KeypointFrame(result.keypoints, image=_image_ref(source, out)))
+            if args.overlay:
+                from core.detect.overlay import draw_keypoints
+                from core.io.images import save_image_rgb
+
+                save_image_rgb(args.overlay, draw_keypoints(image, result.keypoints, camera))
+                print(f"overlay written to {args.overlay}")
+    _write(out, frames, camera)
+    n_found = sum(len(f.keypoints.present_sides()) for f in frames)
+    print(f"wrote {len(frames)} frame(s), {n_found} hand(s) to {out}")
+    if n_found == 0:
+        print("no hand was found; place the hands by hand in the app (template)", file=sys.stderr)
+    return 0

@@ -1,0 +1,125 @@
+"""Lifting detected hands to 3D keypoints in the camera frame (metres).
+
+Per hand: MediaPipe's world landmarks give the hand's metric shape (hand-centred, axes
+along the camera's). Because the landmark network sees the hand in a crop, that shape is
+as seen *along the ray through the hand*; it is first rotated from the optical axis onto
+that ray. The hand's translation ``t`` is then the least-squares fit of the projection
+of ``shape + t`` to the 2D landmarks: a closed-form linear solve (each landmark gives two
+equations linear in ``t`` after multiplying out the depth) refined by Gauss-Newton on the
+pixel reprojection error. With ``snap_to_2d`` each joint is finally moved along its own
+camera ray to the fitted depth, so the keypoints project exactly onto the detected
+landmarks (the overlay and the pixel-aligned image features then agree with the photo)
+while keeping the metric depth of the fit.
+
+Camera intrinsics come from :mod:`core.detect.intrinsics` (a file, EXIF, or the
+documented default).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.detect.detector import HandDetection, ImageDetection
+from core.detect.handedness import chirality_score
+from core.hand.joints import MANO_JOINT_NAMES
+from core.types import Camera, TwoHandKeypoints
+
+# Joints of the (nearly rigid) palm. ``finger_weight`` < 1 lets the fit trust the palm more
+# than the fingers; on the InterHand2.6M samples weighting made no difference (MediaPipe's
+# world hands there are 0.5-0.8x the true size overall, palm included in the fit), so the
+# default weights all joints equally. See docs/detection.md.
+PALM_JOINTS = tuple(MANO_JOINT_NAMES.index(n) for n in
+                    ("wrist", "thumb_cmc", "index_mcp", "middle_mcp", "ring_mcp", "pinky_mcp"))
+FINGER_WEIGHT = 1.0
+
+
+def _ray_rotation(direction: np.ndarray) -> np.ndarray:
+    """Rotation taking the optical axis (0, 0, 1) onto unit ``direction`` (smallest angle)."""
+    z = np.array([0.0, 0.0, 1.0])
+    d = direction / np.linalg.norm(direction)
+    axis = np.cross(z, d)
+    s, c = np.linalg.norm(axis), float(np.dot(z, d))
+    if s < 1e-12:
+        return np.eye(3)
+    k = axis / s
+    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + s * kx + (1 - c) * kx @ kx
+
+
+def fit_translation(points_m: np.ndarray, uv_px: np.ndarray, K: np.ndarray,
+                    weights: np.ndarray | None = None, iterations: int = 10) -> np.ndarray:
+    """The translation ``t`` (3,) minimising the squared pixel error between the
+    projection of ``points_m + t`` ((N, 3) metres, camera axes) and ``uv_px`` (N, 2).
+
+    Linear start: ``u (Z + tz) = fx (X + tx) + cx (Z + tz)`` (and the same for v) is
+    linear in ``t``; then Gauss-Newton on the true reprojection error. Exact (to float
+    precision) when the points are an exact rigid translate of the observed ones."""
+    P = np.asarray(points_m, dtype=np.float64)
+    uv = np.asarray(uv_px, dtype=np.float64)
+    K = np.asarray(K, dtype=np.float64)
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    w = np.ones(len(P)) if weights is None else np.asarray(weights, dtype=np.float64)
+    sw = np.sqrt(w)
+    du, dv = uv[:, 0] - cx, uv[:, 1] - cy
+    A = np.concatenate([
+        np.stack([np.full(len(P), fx), np.zeros(len(P)), -du], axis=1),
+        np.stack([np.zeros(len(P)), np.full(len(P), fy), -dv], axis=1),
+    ])
+    b = np.concatenate([du * P[:, 2] - fx * P[:, 0], dv * P[:, 2] - fy * P[:, 1]])
+    sw2 = np.concatenate([sw, sw])
+    t = np.linalg.lstsq(A * sw2[:, None], b * sw2, rcond=None)[0]
+    for _ in range(iterations):
+        X = P + t
+        z = X[:, 2]
+        if np.any(z <= 1e-6):
+            break
+        pred = np.stack([fx * X[:, 0] / z + cx, fy * X[:, 1] / z + cy], axis=1)
+        r = (pred - uv).reshape(-1)  # u0, v0, u1, v1, ...
+        J = np.zeros((len(P), 2, 3))
+        J[:, 0, 0] = fx / z
+        J[:, 0, 2] = -fx * X[:, 0] / z**2
+        J[:, 1, 1] = fy / z
+        J[:, 1, 2] = -fy * X[:, 1] / z**2
+        J = J.reshape(-1, 3)
+        wr = np.repeat(w, 2)
+        H = J.T @ (J * wr[:, None])
+        step = np.linalg.solve(H + 1e-12 * np.eye(3), J.T @ (wr * r))
+        t = t - step
+        if np.linalg.norm(step) < 1e-12:
+            break
+    return t
+
+
+def lift_hand(hand: HandDetection, camera: Camera, snap_to_2d: bool = True,
+              ray_correction: bool = True, finger_weight: float = FINGER_WEIGHT) -> np.ndarray:
+    """(21, 3) camera-frame keypoints in metres (``mano`` order) for one detected hand."""
+    K = np.asarray(camera.K, dtype=np.float64)
+    shape = np.asarray(hand.world_m, dtype=np.float64)
+    shape = shape - shape.mean(axis=0)
+    # The world shape must have the chirality of the resolved side: if not (MediaPipe's
+    # world landmarks sometimes disagree with its image landmarks), mirror it in depth,
+    # which keeps its projection and flips its chirality.
+    expected = 1.0 if hand.side == "right" else -1.0
+    if chirality_score(shape) * expected < 0:
+        shape[:, 2] = -shape[:, 2]
+    if ray_correction:
+        centre_px = hand.landmarks_px.mean(axis=0)
+        ray = np.linalg.solve(K, np.array([centre_px[0], centre_px[1], 1.0]))
+        shape = shape @ _ray_rotation(ray).T
+    weights = np.full(len(shape), finger_weight)
+    weights[list(PALM_JOINTS)] = 1.0
+    t = fit_translation(shape, hand.landmarks_px, K, weights)
+    points = shape + t
+    if snap_to_2d:
+        points = camera.backproject(hand.landmarks_px, points[:, 2])
+    return points
+
+
+def lift_detection(detection: ImageDetection, camera: Camera, snap_to_2d: bool = True,
+                   ray_correction: bool = True) -> TwoHandKeypoints:
+    """Both hands (or the one found, the other ``None``) as :class:`TwoHandKeypoints`."""
+    sides = {}
+    for side in ("left", "right"):
+        hand = detection.hand(side)
+        sides[side] = None if hand is None else lift_hand(hand, camera, snap_to_2d, ray_correction)
+    return TwoHandKeypoints(left=sides["left"], right=sides["right"])
