@@ -1,0 +1,81 @@
+"""``python main.py gui``: the desktop application (headless-drivable for checks)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--open", metavar="FILE", help="image, video, image folder or project to open")
+    parser.add_argument(
+        "--keypoints", metavar="PATH", help="our JSON, an Im2Hands .ply pair or an InterHand2.6M folder"
+    )
+    parser.add_argument(
+        "--weights",
+        metavar="PATH",
+        default=os.environ.get("IM2HANDS_WEIGHTS") or None,
+        help="checkpoint file or folder (default: $IM2HANDS_WEIGHTS, else the shipped weights)",
+    )
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--resolution", type=int, help="final grid resolution per axis")
+    parser.add_argument("--preview-resolution", type=int, help="preview grid resolution (0: no preview)")
+    parser.add_argument(
+        "--screenshot", metavar="PNG", help="save a screenshot once the final reconstruction is shown"
+    )
+    parser.add_argument("--exit", action="store_true", help="quit after --screenshot (headless checks)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the reconstruction")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
+    # core.engine loads torch/torchvision/triton on the main thread before any GL context
+    # exists (triton's LLVM loaded later beside Mesa's llvmpipe crashes the process);
+    # app.main_window imports cv2 through app.media, which repairs Qt's plugin path.
+    from PySide6.QtWidgets import QApplication
+
+    import core.engine  # noqa: F401
+    from app.main_window import MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setOrganizationName("im2hands")
+    app.setApplicationName("Im2Hands Studio")
+    headless = bool(args.screenshot and args.exit)
+    window = MainWindow(weights=args.weights, device=args.device, interactive=not headless)
+    overrides = {}
+    if args.resolution:
+        overrides["resolution"] = args.resolution
+    if args.preview_resolution is not None:
+        overrides["preview_resolution"] = args.preview_resolution
+    if overrides:
+        window.settings_panel.set_settings({**window.settings_panel.settings(), **overrides})
+    window.show()
+    if args.open:
+        window.open_path(args.open)
+    if args.keypoints:
+        window.load_keypoints(args.keypoints)
+    exit_code = {"value": 0}
+
+    if args.screenshot:
+
+        def shoot(ok: bool) -> None:
+            if not ok:
+                print(f"error: no final reconstruction within {args.timeout:.0f} s", file=sys.stderr)
+                exit_code["value"] = 1
+            if not window.save_screenshot(args.screenshot):
+                exit_code["value"] = 1
+            for entry in window.error_panel.entries():
+                print(f"error: {entry.title}: {entry.message}", file=sys.stderr)
+                exit_code["value"] = 1
+            if args.exit:
+                window.shutdown()
+                app.exit(exit_code["value"])
+
+        window.when_idle(shoot, args.timeout)
+    rc = app.exec()
+    window.shutdown()
+    return exit_code["value"] or rc

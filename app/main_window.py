@@ -1,0 +1,571 @@
+"""The main window: wires the document, the views, the panels and the worker together."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QApplication,
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QSplitter,
+)
+
+from app.controller import ReconstructionController, make_engine_settings
+from app.document import Document
+from app.export import MESH_SUFFIXES, export_meshes
+from app.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from app.panels import ErrorPanel, FrameStrip, SettingsPanel
+from app.project import PROJECT_SUFFIX, is_project_path
+from app.views.image_view import ImageView
+from app.views.scene3d import Scene3DView
+from app.worker import (
+    EngineFactory,
+    EngineInfo,
+    ReconstructionWorker,
+    StageResult,
+    WorkerFailure,
+    run_in_background,
+)
+from core.errors import InputError
+from core.hand.joints import HAND_SIDES
+
+APP_NAME = "Im2Hands Studio"
+_HAND_CYCLE = (None, "left", "right")
+
+
+class MainWindow(QMainWindow):
+    """``interactive=False`` (tests, headless runs) never opens a modal dialog: questions get
+    the answer in :attr:`unsaved_answer` and errors go to the error panel only."""
+
+    frameDisplayed = Signal(int)
+
+    def __init__(self, engine_factory: EngineFactory | None = None, weights: str | None = None,
+                 device: str = "auto", interactive: bool = True, settings_factory=None,
+                 parent=None):  # fmt: skip
+        super().__init__(parent)
+        if engine_factory is None:
+            # Load torch/torchvision/triton here, on the main thread, before the 3D view makes
+            # a GL context: triton's LLVM loaded later from the worker thread next to Mesa's
+            # llvmpipe crashes the process.
+            import core.engine  # noqa: F401
+        self.interactive = interactive
+        self.unsaved_answer = QMessageBox.StandardButton.Cancel  # used when not interactive
+        self.setWindowTitle(APP_NAME)
+        self.resize(1400, 850)
+
+        self.doc = Document(self)
+        self.worker = ReconstructionWorker(engine_factory, weights, device, parent=self)
+        self.image_view = ImageView()
+        self.scene_view = Scene3DView()
+        self.settings_panel = SettingsPanel()
+        self.settings_panel.device.setCurrentText(device)
+        self.frame_strip = FrameStrip()
+        self.error_panel = ErrorPanel()
+        self.controller = ReconstructionController(
+            self.doc,
+            self.worker,
+            self.settings_panel.settings,
+            settings_factory or make_engine_settings,
+            parent=self,
+        )
+        self._background_tasks = set()
+        self._build_layout()
+        self._build_status_bar()
+        self._build_actions()
+        self._connect()
+        self.settings_panel.set_checkpoint(weights, None, None)
+        self.worker.start()
+        self._update_title()
+
+    # --- construction -------------------------------------------------------------------------
+    def _build_layout(self) -> None:
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(self.image_view)
+        splitter.addWidget(self.scene_view)
+        splitter.setSizes([650, 650])
+        self.setCentralWidget(splitter)
+        side = QDockWidget("Pipeline", self)
+        side.setObjectName("pipeline_dock")
+        side.setWidget(self.settings_panel)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, side)
+        frames = QDockWidget("Frames", self)
+        frames.setObjectName("frames_dock")
+        frames.setWidget(self.frame_strip)
+        frames.setTitleBarWidget(QLabel(""))
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, frames)
+        self.error_dock = QDockWidget("Errors", self)
+        self.error_dock.setObjectName("errors_dock")
+        self.error_dock.setWidget(self.error_panel)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.error_dock)
+        self.error_dock.hide()
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.stage_label = QLabel("no reconstruction")
+        self.stage_label.setMinimumWidth(260)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 0)  # indeterminate: the engine reports stages, not percent
+        self.progress.setMaximumWidth(140)
+        self.progress.hide()
+        bar.addPermanentWidget(self.stage_label)
+        bar.addPermanentWidget(self.progress)
+
+    def _action(self, text: str, slot, shortcuts=(), menu=None, tip: str = "") -> QAction:
+        action = QAction(text, self)
+        if shortcuts:
+            action.setShortcuts([QKeySequence(s) for s in shortcuts])
+        action.setStatusTip(tip or text)
+        action.triggered.connect(slot)
+        self.addAction(action)  # shortcuts work whatever widget has focus
+        if menu is not None:
+            menu.addAction(action)
+        return action
+
+    def _build_actions(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        a = self._action
+        self.open_action = a(
+            "&Open image, video or project…", self._open_dialog, [QKeySequence.StandardKey.Open], file_menu
+        )
+        a("Open image &folder…", self._open_folder_dialog, [], file_menu)
+        a("Load &keypoints…", self._load_keypoints_dialog, ["Ctrl+L"], file_menu)
+        a("Load &checkpoint…", self._load_checkpoint_dialog, [], file_menu)
+        file_menu.addSeparator()
+        a("&Save project", self.save, [QKeySequence.StandardKey.Save], file_menu)
+        a("Save project &as…", self.save_as, ["Ctrl+Shift+S"], file_menu)
+        a("&Recover autosave", self.recover_autosave, [], file_menu)
+        file_menu.addSeparator()
+        a("Export &meshes…", self._export_meshes_dialog, ["Ctrl+E"], file_menu)
+        a("Export keypoints (JSON)…", self._export_keypoints_dialog, ["Ctrl+Shift+E"], file_menu)
+        a("Save screens&hot…", self._screenshot_dialog, ["F12"], file_menu)
+        file_menu.addSeparator()
+        a("&Quit", self.close, [QKeySequence.StandardKey.Quit], file_menu)
+
+        edit = bar.addMenu("&Edit")
+        self.undo_action = self.doc.undo_stack.createUndoAction(self, "&Undo")
+        self.undo_action.setShortcuts([QKeySequence("Ctrl+Z")])
+        self.redo_action = self.doc.undo_stack.createRedoAction(self, "&Redo")
+        self.redo_action.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+        for action in (self.undo_action, self.redo_action):
+            self.addAction(action)
+            edit.addAction(action)
+        edit.addSeparator()
+        self.detect_action = a(
+            "&Detect hands",
+            self.detect_current_frame,
+            ["Ctrl+D"],
+            edit,
+            "find the hands in this frame with the keypoint detector",
+        )
+        self.swap_action = a("S&wap left/right", lambda: self.doc.swap_hands(), ["S"], edit)
+        self.select_hand_action = a("Select next &hand", self.cycle_selected_hand, ["H"], edit)
+        self.add_left_action = a("Add &left hand", lambda: self._add_hand("left"), [], edit)
+        self.add_right_action = a("Add &right hand", lambda: self._add_hand("right"), [], edit)
+        self.remove_hand_action = a("Remove selected hand", self._remove_selected_hand, ["Del"], edit)
+        self.accept_refined_action = a("Accept &refined keypoints (K)", self._accept_refined, [], edit)
+        self.reconstruct_action = a("Reconstruct &now", lambda: self.controller.schedule(True), ["F5"], edit)
+
+        view = bar.addMenu("&View")
+        a("&Next frame", lambda: self.doc.step_frame(1), ["PgDown", "."], view)
+        a("&Previous frame", lambda: self.doc.step_frame(-1), ["PgUp", ","], view)
+        view.addSeparator()
+        a("&Reset 3D view", self.scene_view.reset_view, ["Home"], view)
+        a("&Fit image", self.image_view.fit, ["F"], view)
+        self.toggle_meshes_action = self._toggle("Show &meshes", "meshes", "M", view)
+        self.toggle_keypoints_action = self._toggle("Show &keypoints", "keypoints", "K", view)
+        self.toggle_penetration_action = self._toggle("Show &penetration", "penetration", "P", view)
+        view.addSeparator()
+        view.addAction(self.error_dock.toggleViewAction())
+
+        for action in (self.detect_action, self.add_left_action, self.add_right_action,
+                       self.accept_refined_action, self.reconstruct_action):  # fmt: skip
+            self.settings_panel.add_tool_button(action)
+
+    def _toggle(self, text: str, layer: str, key: str, menu) -> QAction:
+        action = self._action(text, lambda checked: self.set_layer_shown(layer, checked), [key], menu)
+        action.setCheckable(True)
+        action.setChecked(True)
+        return action
+
+    def _connect(self) -> None:
+        doc = self.doc
+        doc.mediaChanged.connect(self._on_media_changed)
+        doc.currentFrameChanged.connect(self._on_frame_changed)
+        doc.keypointsChanged.connect(self._on_keypoints_changed)
+        doc.cameraChanged.connect(self._refresh_keypoints)
+        doc.modifiedChanged.connect(lambda _m: self._update_title())
+        doc.projectPathChanged.connect(lambda _p: self._update_title())
+        doc.autosaved.connect(lambda p: self.statusBar().showMessage(f"autosaved to {p}", 3000))
+        self.image_view.keypointDragged.connect(self._on_2d_drag)
+        self.image_view.jointVisibilityToggled.connect(self._toggle_joint_visibility)
+        self.image_view.jointHovered.connect(lambda label: self.statusBar().showMessage(label, 2000))
+        self.image_view.handSelected.connect(self._select_hand)
+        self.scene_view.keypointMoved.connect(self._on_3d_drag)
+        self.scene_view.handSelected.connect(self._select_hand)
+        self.frame_strip.frameRequested.connect(doc.set_current_frame)
+        self.controller.stageShown.connect(self._on_stage)
+        self.controller.failed.connect(self._on_failure)
+        self.controller.busyChanged.connect(self.progress.setVisible)
+        self.controller.cleared.connect(lambda: self.scene_view.show_reconstruction(None))
+        self.worker.engineReady.connect(self._on_engine_ready)
+        self.settings_panel.settingsChanged.connect(self._on_settings_changed)
+        self.settings_panel.deviceChanged.connect(self._on_device_changed)
+        self.settings_panel.loadCheckpointRequested.connect(self._load_checkpoint_dialog)
+        self.settings_panel.useDefaultWeightsRequested.connect(lambda: self.load_checkpoint(None))
+        self.error_panel.errorAdded.connect(lambda _e: self.error_dock.show())
+
+    # --- document -> views ----------------------------------------------------------------------
+    def _on_media_changed(self) -> None:
+        self.image_view.set_image(self.doc.frame_image())
+        self._update_frame_strip()
+        self._update_title()
+
+    def _on_frame_changed(self, index: int) -> None:
+        self.image_view.set_image(self.doc.frame_image())
+        self._update_frame_strip()
+        self._refresh_keypoints()
+        self.scene_view.show_reconstruction(self.controller.current_result())
+        self.frameDisplayed.emit(index)
+
+    def _on_keypoints_changed(self, index: int) -> None:
+        if index == self.doc.current_frame:
+            self._refresh_keypoints()
+
+    def _refresh_keypoints(self) -> None:
+        kps = self.doc.active_keypoints()
+        camera = self.doc.camera_for_frame()
+        uv = {}
+        for side in HAND_SIDES:
+            hand = None if kps is None else kps.hand(side)
+            uv[side] = None if hand is None or camera is None else camera.project(hand)
+        self.image_view.set_keypoints(uv, self.doc.annotation().visible)
+        self.scene_view.show_keypoints(kps, camera)
+
+    def _update_frame_strip(self) -> None:
+        count = self.doc.frame_count()
+        name = self.doc.media.frame_name(self.doc.current_frame) if count else ""
+        self.frame_strip.set_frames(count, self.doc.current_frame, name)
+
+    def _update_title(self) -> None:
+        name = "untitled"
+        if self.doc.project_path is not None:
+            name = self.doc.project_path.name
+        elif self.doc.media is not None:
+            name = self.doc.media.path.name
+        self.setWindowTitle(f"{name}{' *' if self.doc.is_modified() else ''} — {APP_NAME}")
+
+    # --- reconstruction results -----------------------------------------------------------------
+    def _on_stage(self, result: StageResult) -> None:
+        rec = result.reconstruction
+        self.scene_view.show_reconstruction(rec)
+        timings = ", ".join(f"{k} {v:.2f}s" for k, v in rec.timings_s.items())
+        self.stage_label.setText(f"{rec.stage} {rec.resolution}³ in {result.elapsed_s:.2f} s")
+        self.settings_panel.timings_label.setText(timings)
+        self.settings_panel.penetration_label.setText(f"penetration: {rec.penetration_volume_cm3:.2f} cm³")
+
+    def _on_failure(self, failure: WorkerFailure) -> None:
+        title = "Checkpoint" if failure.kind == "engine" else "Reconstruction"
+        self.report_error(title, failure.message, failure.details)
+        self.stage_label.setText(f"{title.lower()} failed")
+
+    def _on_engine_ready(self, info: EngineInfo) -> None:
+        self.settings_panel.set_checkpoint(info.weights, info.mode, info.device)
+        self.statusBar().showMessage(f"engine ready: {info.mode} on {info.device}", 4000)
+
+    def _on_settings_changed(self) -> None:
+        self.doc.set_settings(self.settings_panel.settings(), self.worker.engine_spec[0])
+        self.controller.schedule(immediate=True)
+
+    def _on_device_changed(self, device: str) -> None:
+        self.worker.configure_engine(self.worker.engine_spec[0], device)
+        self._on_settings_changed()
+
+    # --- editing ----------------------------------------------------------------------------------
+    def _on_2d_drag(self, side: str, joint: int, u: float, v: float, drag_id: int) -> None:
+        self.doc.move_keypoint_2d(self.doc.current_frame, side, joint, (u, v), merge_key=("2d", drag_id))
+
+    def _on_3d_drag(self, side: str, joint: int, x: float, y: float, z: float, drag_id: int) -> None:
+        self.doc.move_keypoint_3d(self.doc.current_frame, side, joint, (x, y, z), merge_key=("3d", drag_id))
+
+    def _toggle_joint_visibility(self, side: str, joint: int) -> None:
+        visible = self.doc.annotation().visible[HAND_SIDES.index(side), joint]
+        self.doc.set_joint_visible(self.doc.current_frame, side, joint, not visible)
+
+    def _select_hand(self, side: str | None) -> None:
+        self.image_view.set_selected_hand(side)
+        self.statusBar().showMessage(f"selected: {side or 'both hands'}", 2000)
+
+    def cycle_selected_hand(self) -> None:
+        current = _HAND_CYCLE.index(self.image_view.selected_hand())
+        self._select_hand(_HAND_CYCLE[(current + 1) % len(_HAND_CYCLE)])
+
+    def _add_hand(self, side: str) -> None:
+        if not self.doc.add_missing_hand(side):
+            self.statusBar().showMessage(f"the {side} hand is already there (or no image is open)", 4000)
+
+    def _remove_selected_hand(self) -> None:
+        side = self.image_view.selected_hand()
+        if side is None:
+            self.statusBar().showMessage("select a hand first (H)", 3000)
+            return
+        self.doc.remove_hand(side)
+
+    def _accept_refined(self) -> None:
+        if not self.doc.accept_refined():
+            self.statusBar().showMessage("no refined keypoints yet: enable K and reconstruct", 4000)
+
+    def set_layer_shown(self, layer: str, shown: bool) -> None:
+        self.scene_view.set_layer_shown(layer, shown)
+        if layer == "keypoints":
+            self.image_view.set_keypoints_shown(shown)
+
+    # --- files ---------------------------------------------------------------------------------------
+    def report_error(self, title: str, message: str, details: str = "") -> None:
+        """Errors never stop the app: listed in the (non-modal) error panel + status bar."""
+        self.error_panel.add_error(title, message, details)
+        self.statusBar().showMessage(f"{title}: {message}", 8000)
+
+    def _guarded(self, title: str, fn, *args) -> bool:
+        try:
+            fn(*args)
+        except (InputError, OSError) as exc:
+            self.report_error(title, str(exc))
+            return False
+        return True
+
+    def open_path(self, path: str | Path) -> bool:
+        """Open an image, a video, a folder of images, or a project file."""
+        if not self._confirm_discard():
+            return False
+        if is_project_path(path):
+            ok = self._guarded("Open project", self.doc.load_project, path)
+            if ok:
+                self.settings_panel.set_settings(self.doc.settings)
+                if self.doc.weights_path and self.doc.weights_path != self.worker.engine_spec[0]:
+                    self.load_checkpoint(self.doc.weights_path)
+        else:
+            ok = self._guarded("Open", self.doc.open_media, path)
+        if ok:
+            self.doc.set_settings(self.settings_panel.settings(), self.worker.engine_spec[0])
+            if self.doc.find_recovery() is not None:
+                self.statusBar().showMessage(
+                    "an autosave of unsaved work exists: File > Recover autosave", 10000
+                )
+            self.controller.schedule(immediate=True)
+        return ok
+
+    def load_keypoints(self, path: str | Path) -> bool:
+        if self.doc.media is None:
+            self.report_error("Load keypoints", "open an image, video or folder first")
+            return False
+        try:
+            from app.keypoint_files import load_for_media
+
+            loaded = load_for_media(path, self.doc.media, self.doc.current_frame)
+        except (InputError, OSError) as exc:
+            self.report_error("Load keypoints", str(exc))
+            return False
+        self.doc.set_detected_keypoints(loaded.keypoints, loaded.camera, loaded.visibility,
+                                        text=f"Load keypoints {Path(path).name}")  # fmt: skip
+        self.statusBar().showMessage(f"keypoints for {len(loaded.keypoints)} frame(s) loaded", 4000)
+        return True
+
+    def load_checkpoint(self, path: str | None) -> None:
+        """Swap the engine's weights (ours or the official kinds; None: the default)."""
+        self.worker.configure_engine(path, self.settings_panel.device.currentText())
+        self.settings_panel.set_checkpoint(path, "loading…", None)
+        self.doc.set_settings(self.settings_panel.settings(), path)
+        self.controller.schedule(immediate=True)
+
+    def detect_current_frame(self) -> None:
+        image = self.doc.frame_image()
+        camera = self.doc.camera_for_frame()
+        if image is None:
+            self.report_error("Detect", "open an image, video or folder first")
+            return
+        frame = self.doc.current_frame
+        self.statusBar().showMessage("detecting hands…")
+        from app.detection import detect_keypoints
+
+        def done(keypoints) -> None:
+            self._background_tasks.discard(task)
+            self.doc.set_detected_keypoints({frame: keypoints}, text="Detect hands")
+            self.statusBar().showMessage(f"detected: {', '.join(keypoints.present_sides())}", 4000)
+
+        def failed(exc) -> None:
+            self._background_tasks.discard(task)
+            self.report_error("Detect", str(exc) or type(exc).__name__)
+
+        task = run_in_background(lambda: detect_keypoints(image, camera), done, failed)
+        self._background_tasks.add(task)
+
+    def save(self) -> bool:
+        if self.doc.project_path is None:
+            return self.save_as()
+        return self._guarded("Save project", self.doc.save_project, None)
+
+    def save_as(self, path: str | Path | None = None) -> bool:
+        if path is None:
+            if not self.interactive:
+                return False
+            start = str(self.doc.media.path.with_suffix("")) + PROJECT_SUFFIX if self.doc.media else ""
+            path, _ = QFileDialog.getSaveFileName(
+                self, "Save project", start, f"Projects (*{PROJECT_SUFFIX})"
+            )
+            if not path:
+                return False
+        return self._guarded("Save project", self.doc.save_project, path)
+
+    def recover_autosave(self) -> None:
+        if not self._guarded("Recover autosave", self.doc.recover):
+            return
+        self.statusBar().showMessage("autosaved work restored (unsaved: save it to keep it)", 6000)
+
+    def export_meshes(self, path: str | Path) -> list[Path]:
+        written = []
+        self._guarded(
+            "Export meshes", lambda: written.extend(export_meshes(path, self.controller.current_result()))
+        )
+        return written
+
+    def export_keypoints(self, path: str | Path) -> bool:
+        from app.keypoint_files import save_for_media
+
+        if self.doc.media is None:
+            self.report_error("Export keypoints", "nothing is open")
+            return False
+        return self._guarded("Export keypoints", save_for_media, path, self.doc.frames, self.doc.media,
+                             self.doc.camera)  # fmt: skip
+
+    def save_screenshot(self, path: str | Path) -> bool:
+        QApplication.processEvents()
+        self.scene_view.render_now()
+        ok = self.grab().save(str(path))
+        if not ok:
+            self.report_error("Screenshot", f"cannot write {path}")
+        return ok
+
+    # --- dialogs (interactive only) ------------------------------------------------------------------
+    def _last_dir(self) -> str:
+        return str(QSettings().value("last_dir", str(Path.cwd())))
+
+    def _remember_dir(self, path: str) -> None:
+        QSettings().setValue("last_dir", str(Path(path).parent))
+
+    def _open_dialog(self) -> None:
+        images = " ".join(f"*{s}" for s in IMAGE_SUFFIXES)
+        videos = " ".join(f"*{s}" for s in VIDEO_SUFFIXES)
+        filters = f"Images, videos and projects ({images} {videos} *{PROJECT_SUFFIX});;All files (*)"
+        path, _ = QFileDialog.getOpenFileName(self, "Open", self._last_dir(), filters)
+        if path:
+            self._remember_dir(path)
+            self.open_path(path)
+
+    def _open_folder_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open image folder", self._last_dir())
+        if path:
+            self.open_path(path)
+
+    def _load_keypoints_dialog(self) -> None:
+        filters = "Keypoints (*.json *.ply);;All files (*)"
+        path, _ = QFileDialog.getOpenFileName(self, "Load keypoints", self._last_dir(), filters)
+        if path:
+            self.load_keypoints(path)
+
+    def _load_checkpoint_dialog(self) -> None:
+        filters = "Checkpoints (*.safetensors *.pt *.pth *.ckpt *.tar);;All files (*)"
+        path, _ = QFileDialog.getOpenFileName(self, "Load checkpoint", self._last_dir(), filters)
+        if path:
+            self.load_checkpoint(path)
+
+    def _export_meshes_dialog(self) -> None:
+        filters = ";;".join(f"{s[1:].upper()} (*{s})" for s in MESH_SUFFIXES)
+        path, _ = QFileDialog.getSaveFileName(self, "Export meshes", self._last_dir(), filters)
+        if path:
+            written = self.export_meshes(path)
+            if written:
+                self.statusBar().showMessage("wrote " + ", ".join(p.name for p in written), 5000)
+
+    def _export_keypoints_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export keypoints", self._last_dir(), "Keypoints (*.json)"
+        )
+        if path and self.export_keypoints(path):
+            self.statusBar().showMessage(f"wrote {path}", 5000)
+
+    def _screenshot_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save screenshot", self._last_dir(), "PNG (*.png)")
+        if path:
+            self.save_screenshot(path)
+
+    # --- closing -------------------------------------------------------------------------------------
+    def _confirm_discard(self) -> bool:
+        """Never lose work silently: ask to save unsaved changes (autosave stays meanwhile)."""
+        if not self.doc.is_modified() or not self.doc.frames:
+            return True
+        buttons = QMessageBox.StandardButton
+        if self.interactive:
+            answer = QMessageBox.question(
+                self, APP_NAME, "The annotations have unsaved changes. Save them first?",
+                buttons.Save | buttons.Discard | buttons.Cancel, buttons.Save,
+            )  # fmt: skip
+        else:
+            answer = self.unsaved_answer
+        if answer == buttons.Save:
+            return self.save()
+        if answer == buttons.Discard:
+            self.doc.discard_autosave()
+            return True
+        self.doc.autosave()  # cancelled: at least make sure the sidecar is current
+        return False
+
+    def closeEvent(self, event) -> None:  # noqa: N802
+        if getattr(self, "_shut_down", False):
+            event.accept()
+            return
+        if not self._confirm_discard():
+            event.ignore()
+            return
+        self.shutdown()
+        event.accept()
+
+    def shutdown(self) -> None:
+        """Stop the worker and release VTK resources (idempotent)."""
+        if getattr(self, "_shut_down", False):
+            return
+        self._shut_down = True
+        self.doc.autosave_timer.stop()
+        self.worker.stop()
+        self.scene_view.close_view()
+
+    # --- headless helpers ------------------------------------------------------------------------------
+    def when_idle(self, callback, timeout_s: float = 600.0) -> None:
+        """Call ``callback(ok)`` once the current reconstruction is final (or failed, or
+        there was nothing to do); ``ok`` is False on timeout."""
+        deadline = time.monotonic() + timeout_s
+
+        def check() -> None:
+            if not self.controller.pending():
+                callback(True)
+            elif time.monotonic() > deadline:
+                callback(False)
+            else:
+                QTimer.singleShot(100, check)
+
+        QTimer.singleShot(100, check)
+
+
+def uv_of(window: MainWindow, side: str, joint: int) -> np.ndarray:
+    """Pixel position of a keypoint according to the document (for tests and tools)."""
+    kps = window.doc.active_keypoints()
+    return window.doc.camera_for_frame().project(kps.hand(side)[joint])

@@ -1,0 +1,258 @@
+"""Side and bottom panels: pipeline settings, frame strip, error list."""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSlider,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+# Defaults mirror core.engine.ReconstructionSettings; the engine stays the authority.
+DEFAULT_SETTINGS = {
+    "resolution": 256,
+    "preview_resolution": 64,
+    "use_keypoint_refiner": False,
+    "use_refinement": True,
+    "threshold_init": 0.5,
+    "threshold_ref": 0.45,
+    "device": "auto",
+}
+DEVICES = ("auto", "cpu", "cuda")
+GRID_RESOLUTIONS = (32, 64, 128, 256, 512)
+
+
+def _select_data(combo: QComboBox, value: int) -> None:
+    """Select the item holding ``value``, adding it when a project brings another one."""
+    index = combo.findData(value)
+    if index < 0:
+        combo.addItem(f"{value}³", value)
+        index = combo.count() - 1
+    combo.setCurrentIndex(index)
+
+
+class SettingsPanel(QWidget):
+    """Pipeline toggles (K on/off, I only vs I+R), resolutions, device, thresholds, checkpoint."""
+
+    settingsChanged = Signal()
+    deviceChanged = Signal(str)
+    loadCheckpointRequested = Signal()
+    useDefaultWeightsRequested = Signal()
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+
+        pipeline = QGroupBox("Pipeline")
+        form = QFormLayout(pipeline)
+        self.use_k = QCheckBox("K: refine keypoints")
+        self.stages = QComboBox()
+        self.stages.addItems(["I + R (refined)", "I only (initial)"])
+        form.addRow(self.use_k)
+        form.addRow("Occupancy", self.stages)
+        # The engine's grids are 32 * 2^k per axis; "off" = no preview stage.
+        self.preview_res = QComboBox()
+        self.preview_res.addItem("off", 0)
+        self.final_res = QComboBox()
+        for value in GRID_RESOLUTIONS:
+            self.preview_res.addItem(f"{value}³", value)
+            self.final_res.addItem(f"{value}³", value)
+        form.addRow("Preview res.", self.preview_res)
+        form.addRow("Final res.", self.final_res)
+        self.threshold_init = self._threshold_box()
+        self.threshold_ref = self._threshold_box()
+        form.addRow("Threshold I", self.threshold_init)
+        form.addRow("Threshold R", self.threshold_ref)
+        self.device = QComboBox()
+        self.device.addItems(DEVICES)
+        form.addRow("Device", self.device)
+        layout.addWidget(pipeline)
+
+        weights = QGroupBox("Checkpoint")
+        wl = QVBoxLayout(weights)
+        self.checkpoint_label = QLabel("built-in / HALO-only")
+        self.checkpoint_label.setWordWrap(True)
+        self.checkpoint_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.mode_label = QLabel("engine: not loaded")
+        row = QHBoxLayout()
+        load = QPushButton("Load…")
+        load.clicked.connect(self.loadCheckpointRequested)
+        default = QPushButton("Default")
+        default.clicked.connect(self.useDefaultWeightsRequested)
+        row.addWidget(load)
+        row.addWidget(default)
+        wl.addWidget(self.checkpoint_label)
+        wl.addWidget(self.mode_label)
+        wl.addLayout(row)
+        layout.addWidget(weights)
+
+        self.tools = QGroupBox("Hands")
+        self.tools_layout = QVBoxLayout(self.tools)
+        layout.addWidget(self.tools)
+
+        self.penetration_label = QLabel("")
+        self.timings_label = QLabel("")
+        self.timings_label.setWordWrap(True)
+        layout.addWidget(self.penetration_label)
+        layout.addWidget(self.timings_label)
+        layout.addStretch(1)
+        # A fixed width: label updates after each stage must not re-layout the window
+        # (that would resize and re-render the 3D view).
+        self.setFixedWidth(270)
+
+        self.set_settings(DEFAULT_SETTINGS)
+        for w in (self.use_k,):
+            w.toggled.connect(self.settingsChanged)
+        self.stages.currentIndexChanged.connect(self.settingsChanged)
+        for w in (self.preview_res, self.final_res):
+            w.currentIndexChanged.connect(self.settingsChanged)
+        for w in (self.threshold_init, self.threshold_ref):
+            w.editingFinished.connect(self.settingsChanged)
+        self.device.currentTextChanged.connect(self.deviceChanged)
+
+    @staticmethod
+    def _threshold_box() -> QDoubleSpinBox:
+        box = QDoubleSpinBox()
+        box.setRange(0.01, 0.99)
+        box.setSingleStep(0.05)
+        box.setDecimals(2)
+        return box
+
+    def add_tool_button(self, action) -> None:
+        button = QToolButton()
+        button.setDefaultAction(action)
+        button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        button.setSizePolicy(
+            button.sizePolicy().horizontalPolicy().Expanding, button.sizePolicy().verticalPolicy()
+        )
+        self.tools_layout.addWidget(button)
+
+    def settings(self) -> dict:
+        final, preview = int(self.final_res.currentData()), int(self.preview_res.currentData())
+        return {
+            "resolution": final,
+            "preview_resolution": preview if 0 < preview < final else final,
+            "use_keypoint_refiner": self.use_k.isChecked(),
+            "use_refinement": self.stages.currentIndex() == 0,
+            "threshold_init": float(self.threshold_init.value()),
+            "threshold_ref": float(self.threshold_ref.value()),
+            "device": self.device.currentText(),
+        }
+
+    def set_settings(self, values: dict) -> None:
+        merged = {**DEFAULT_SETTINGS, **{k: v for k, v in values.items() if k in DEFAULT_SETTINGS}}
+        widgets = (self.use_k, self.stages, self.preview_res, self.final_res, self.threshold_init,
+                   self.threshold_ref, self.device)  # fmt: skip
+        for w in widgets:
+            w.blockSignals(True)
+        try:
+            self.use_k.setChecked(bool(merged["use_keypoint_refiner"]))
+            self.stages.setCurrentIndex(0 if merged["use_refinement"] else 1)
+            final = int(merged["resolution"])
+            preview = int(merged["preview_resolution"])
+            _select_data(self.final_res, final)
+            _select_data(self.preview_res, preview if preview < final else 0)
+            self.threshold_init.setValue(float(merged["threshold_init"]))
+            self.threshold_ref.setValue(float(merged["threshold_ref"]))
+            device = str(merged["device"])
+            self.device.setCurrentIndex(DEVICES.index(device) if device in DEVICES else 0)
+        finally:
+            for w in widgets:
+                w.blockSignals(False)
+
+    def set_checkpoint(self, weights: str | None, mode: str | None, device: str | None) -> None:
+        self.checkpoint_label.setText(weights or "built-in weights (or HALO-only)")
+        self.mode_label.setText(f"engine: {mode or 'not loaded'}" + (f" on {device}" if device else ""))
+
+
+class FrameStrip(QWidget):
+    """Slider over the frames of a video / image folder."""
+
+    frameRequested = Signal(int)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(4, 0, 4, 0)
+        self.previous = QToolButton()
+        self.previous.setArrowType(Qt.ArrowType.LeftArrow)
+        self.next = QToolButton()
+        self.next.setArrowType(Qt.ArrowType.RightArrow)
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.label = QLabel("no media")
+        self.label.setMinimumWidth(220)
+        for w in (self.previous, self.slider, self.next, self.label):
+            layout.addWidget(w)
+        self.slider.valueChanged.connect(self.frameRequested)
+        self.previous.clicked.connect(lambda: self.frameRequested.emit(self.slider.value() - 1))
+        self.next.clicked.connect(lambda: self.frameRequested.emit(self.slider.value() + 1))
+        self.set_frames(0, 0, "")
+
+    def set_frames(self, count: int, current: int, name: str) -> None:
+        self.slider.blockSignals(True)
+        self.slider.setRange(0, max(count - 1, 0))
+        self.slider.setValue(current)
+        self.slider.blockSignals(False)
+        self.setVisible(count > 1)
+        self.label.setText(f"{current + 1} / {count}  {name}" if count else "no media")
+
+
+@dataclass(frozen=True)
+class ErrorEntry:
+    title: str
+    message: str
+    details: str = ""
+
+
+class ErrorPanel(QWidget):
+    """Non-modal list of errors: the app keeps running, tests can read :meth:`entries`."""
+
+    errorAdded = Signal(object)  # ErrorEntry
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        self.list = QListWidget()
+        self.list.setWordWrap(True)
+        clear = QPushButton("Clear")
+        clear.clicked.connect(self.clear)
+        layout.addWidget(self.list)
+        layout.addWidget(clear, alignment=Qt.AlignmentFlag.AlignRight)
+        self._entries: list[ErrorEntry] = []
+
+    def add_error(self, title: str, message: str, details: str = "") -> ErrorEntry:
+        entry = ErrorEntry(title, message, details)
+        self._entries.append(entry)
+        item = QListWidgetItem(f"{title}: {message}")
+        item.setToolTip(details or message)
+        self.list.addItem(item)
+        self.list.scrollToBottom()
+        self.errorAdded.emit(entry)
+        return entry
+
+    def add_exception(self, title: str, exc: BaseException) -> ErrorEntry:
+        details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return self.add_error(title, str(exc) or type(exc).__name__, details)
+
+    def entries(self) -> list[ErrorEntry]:
+        return list(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.list.clear()

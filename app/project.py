@@ -1,0 +1,205 @@
+"""Project files: versioned JSON, written atomically (no Qt).
+
+Layout (``version`` 1)::
+
+    {"format": "im2hands-studio-project", "version": 1,
+     "media": {"kind": "image"|"folder"|"video", "path": "<relative to the project file>"} | null,
+     "camera": {"K": 3x3, "width": int, "height": int} | null,
+     "current_frame": int, "settings": {...}, "weights": "<path>" | null,
+     "frames": [{"index": i, "detected": HANDS|null, "edited": HANDS|null,
+                 "refined": HANDS|null, "visible": {"left": [21 bools], "right": [...]}}]}
+
+    HANDS = {"left": 21x[x, y, z] | null, "right": ...}  (camera frame, metres, mano order)
+
+Only frames that hold data are written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from app.annotation import KEYPOINT_SETS, FrameAnnotation, side_row
+from core.errors import InputError
+from core.hand.joints import HAND_SIDES, NUM_JOINTS
+from core.types import Camera, TwoHandKeypoints
+
+PROJECT_FORMAT = "im2hands-studio-project"
+PROJECT_VERSION = 1
+PROJECT_SUFFIX = ".im2hands.json"
+
+
+class ProjectFileError(InputError):
+    """A project file that does not parse, is from a newer version, or has a bad layout."""
+
+
+@dataclass
+class ProjectData:
+    media_kind: str | None = None
+    media_path: Path | None = None
+    camera: Camera | None = None
+    frames: dict[int, FrameAnnotation] = field(default_factory=dict)
+    current_frame: int = 0
+    settings: dict = field(default_factory=dict)
+    weights_path: str | None = None
+
+
+def write_json_atomic(path: str | Path, obj) -> None:
+    """Write JSON so that ``path`` holds either the old or the complete new content."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+# --- encoding -----------------------------------------------------------------------------
+def _hands_to_json(k: TwoHandKeypoints | None):
+    if k is None:
+        return None
+    return {s: None if k.hand(s) is None else np.asarray(k.hand(s)).round(7).tolist() for s in HAND_SIDES}
+
+
+def _hands_from_json(obj, where: str) -> TwoHandKeypoints | None:
+    if obj is None:
+        return None
+    if not isinstance(obj, dict):
+        raise ProjectFileError(f"{where}: expected an object with 'left'/'right'")
+    hands = {}
+    for s in HAND_SIDES:
+        value = obj.get(s)
+        if value is None:
+            hands[s] = None
+            continue
+        arr = np.asarray(value, dtype=np.float64)
+        if arr.shape != (NUM_JOINTS, 3) or not np.isfinite(arr).all():
+            raise ProjectFileError(
+                f"{where}.{s}: expected {NUM_JOINTS}x3 finite numbers, got shape {arr.shape}"
+            )
+        hands[s] = arr
+    return TwoHandKeypoints(left=hands["left"], right=hands["right"])
+
+
+def camera_to_json(camera: Camera | None):
+    if camera is None:
+        return None
+    return {"K": np.asarray(camera.K).tolist(), "width": int(camera.width), "height": int(camera.height)}
+
+
+def camera_from_json(obj) -> Camera | None:
+    if obj is None:
+        return None
+    try:
+        K = np.asarray(obj["K"], dtype=np.float64)
+        width, height = int(obj["width"]), int(obj["height"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProjectFileError(f"camera: expected K (3x3), width and height ({exc})") from exc
+    if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise ProjectFileError("camera: K must be a finite 3x3 matrix with positive focal lengths")
+    return Camera(K=K, width=width, height=height)
+
+
+def _relative_or_absolute(path: Path, base_dir: Path) -> str:
+    try:
+        return os.path.relpath(path.resolve(), base_dir.resolve())
+    except ValueError:  # another drive on Windows
+        return str(path.resolve())
+
+
+def project_to_json(data: ProjectData, base_dir: Path) -> dict:
+    frames = []
+    for index in sorted(data.frames):
+        ann = data.frames[index]
+        if ann.is_empty():
+            continue
+        entry = {"index": int(index)}
+        for name in KEYPOINT_SETS:
+            entry[name] = _hands_to_json(getattr(ann, name))
+        entry["visible"] = {s: ann.visible[side_row(s)].tolist() for s in HAND_SIDES}
+        frames.append(entry)
+    media = None
+    if data.media_path is not None:
+        media = {"kind": data.media_kind, "path": _relative_or_absolute(Path(data.media_path), base_dir)}
+    return {
+        "format": PROJECT_FORMAT,
+        "version": PROJECT_VERSION,
+        "media": media,
+        "camera": camera_to_json(data.camera),
+        "current_frame": int(data.current_frame),
+        "settings": dict(data.settings),
+        "weights": data.weights_path,
+        "frames": frames,
+    }
+
+
+def project_from_json(obj, base_dir: Path) -> ProjectData:
+    if not isinstance(obj, dict) or obj.get("format") != PROJECT_FORMAT:
+        raise ProjectFileError("not an Im2Hands Studio project (missing 'format': 'im2hands-studio-project')")
+    version = obj.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise ProjectFileError(f"project version {version!r} is not valid")
+    if version > PROJECT_VERSION:
+        raise ProjectFileError(
+            f"project version {version} is newer than this application understands ({PROJECT_VERSION}); "
+            "update Im2Hands Studio"
+        )
+    data = ProjectData()
+    media = obj.get("media")
+    if media is not None:
+        data.media_kind = media.get("kind")
+        path = Path(media.get("path", ""))
+        data.media_path = path if path.is_absolute() else (base_dir / path)
+    data.camera = camera_from_json(obj.get("camera"))
+    data.current_frame = int(obj.get("current_frame", 0))
+    data.settings = dict(obj.get("settings") or {})
+    data.weights_path = obj.get("weights")
+    for n, entry in enumerate(obj.get("frames") or []):
+        where = f"frames[{n}]"
+        try:
+            index = int(entry["index"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProjectFileError(f"{where}: missing frame index") from exc
+        ann = FrameAnnotation()
+        for name in KEYPOINT_SETS:
+            setattr(ann, name, _hands_from_json(entry.get(name), f"{where}.{name}"))
+        visible = entry.get("visible") or {}
+        for s in HAND_SIDES:
+            if s in visible:
+                row = np.asarray(visible[s], dtype=bool)
+                if row.shape != (NUM_JOINTS,):
+                    raise ProjectFileError(f"{where}.visible.{s}: expected {NUM_JOINTS} booleans")
+                ann.visible[side_row(s)] = row
+        data.frames[index] = ann
+    return data
+
+
+def save_project_file(path: str | Path, data: ProjectData) -> None:
+    path = Path(path)
+    write_json_atomic(path, project_to_json(data, path.parent))
+
+
+def load_project_file(path: str | Path) -> ProjectData:
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ProjectFileError(f"project file not found: {path}") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProjectFileError(f"{path.name} is not valid JSON: {exc}") from exc
+    return project_from_json(obj, path.parent)
+
+
+def is_project_path(path: str | Path) -> bool:
+    return str(path).lower().endswith(PROJECT_SUFFIX)

@@ -1,0 +1,1 @@
+"""Widgets that show the document: the 2D image view and the 3D scene."""
