@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -35,14 +35,14 @@ def require_golden_dir() -> Path:
     return d
 
 
-@lru_cache(maxsize=None)
+@cache
 def manifest() -> dict:
     path = require_golden_dir() / "manifest.json"
     assert path.is_file(), f"golden manifest missing: {path}"
     return json.loads(path.read_text())
 
 
-@lru_cache(maxsize=None)
+@cache
 def load(name: str) -> dict[str, np.ndarray]:
     """All arrays of golden file ``name`` (e.g. ``"init_occ.npz"``). Fails if missing."""
     path = require_golden_dir() / name
@@ -72,7 +72,8 @@ def assert_matches(actual, file: str, array: str, *, max_abs: float | None = Non
         else:
             assert "max_abs" in tol, f"no numeric tolerance for {file}:{array}: {tol}"
             max_abs = float(tol["max_abs"])
-    diff = float(np.max(np.abs(actual.astype(np.float64) - expected.astype(np.float64)))) if actual.size else 0.0
+    delta = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+    diff = float(delta.max()) if delta.size else 0.0
     assert diff <= max_abs, f"{file}:{array} max |diff| {diff:.3g} > tolerance {max_abs:.3g}"
     return diff
 

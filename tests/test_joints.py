@@ -72,7 +72,8 @@ def test_interhand_42_joint_slices_and_real_skeleton_file():
     path = realdata_dir() / "interhand26m_samples" / "skeleton.txt"
     if not path.is_file():
         pytest.skip("realdata not present")
-    rows = [line.split() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    lines = path.read_text().splitlines()
+    rows = [line.split() for line in lines if line.strip() and not line.startswith("#")]
     rows = [r for r in rows if len(r) == 3 and r[1].isdigit()]
     names = {int(r[1]): r[0] for r in rows}
     parent = {int(r[1]): int(r[2]) for r in rows}
