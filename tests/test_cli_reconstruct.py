@@ -58,10 +58,33 @@ def test_reconstruct_writes_meshes_keypoints_and_report(tmp_path, halo_path, fmt
         assert 0.8 < float(np.median(np.asarray(mesh.vertices)[:, 2])) < 1.5
 
 
-def test_reconstruct_without_keypoints_or_with_a_bad_file_fails_clearly(tmp_path, halo_path, capsys):
+def test_reconstruct_detects_the_hands_when_no_keypoints_are_given(tmp_path, halo_path):
+    photo = golden.realdata_dir() / "images/two_hands/mediapipe_samples_hand_landmarker_test_image.jpg"
+    if not photo.is_file():
+        pytest.skip("realdata photo not present")
+    out, overlay = tmp_path / "out", tmp_path / "overlay.png"
+    args = ["reconstruct", str(photo), "--weights", str(halo_path), "--resolution", "64"]
+    assert main([*args, "--out", str(out), "--overlay", str(overlay)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["keypoints_file"] == "detected"
+    assert set(report["hands"]) == {"left", "right"}  # both thumbs-up hands found and reconstructed
+    assert any("detected" in note for note in report["notes"])
+    from core.io.images import load_image_rgb
+
+    photo_rgb, drawn = load_image_rgb(photo), load_image_rgb(overlay)
+    assert drawn.shape == photo_rgb.shape
+    changed = np.abs(drawn.astype(int) - photo_rgb.astype(int)).max(axis=-1) > 30
+    assert 0.005 < changed.mean() < 0.5  # the meshes cover the hands, not the whole photo
+
+
+def test_reconstruct_without_hands_or_with_a_bad_file_fails_clearly(tmp_path, halo_path, capsys):
+    blank = tmp_path / "blank.png"
+    from core.io.images import save_image_rgb
+
+    save_image_rgb(blank, np.full((240, 320, 3), 128, dtype=np.uint8))
+    assert main(["reconstruct", str(blank), "--weights", str(halo_path), "--out", str(tmp_path)]) == 2
+    assert "no hand was detected" in capsys.readouterr().err
     image = str(IH / "image69148.jpg")
-    assert main(["reconstruct", image, "--weights", str(halo_path), "--out", str(tmp_path)]) == 2
-    assert "--keypoints" in capsys.readouterr().err
     bad = tmp_path / "bad.json"
     bad.write_text("{oops")
     assert (

@@ -2,7 +2,9 @@
 
 Writes ``left.<fmt>``, ``right.<fmt>`` (camera frame, metres; vertices inside the other
 hand coloured), ``penetration.<fmt>`` when the hands overlap, ``keypoints.json`` (the
-keypoints used, our format) and ``report.json`` (timings, penetration volume, settings)."""
+keypoints used, our format) and ``report.json`` (timings, penetration volume, settings).
+Without ``--keypoints`` the hands are detected first (MediaPipe + lifting, see core.detect);
+``--overlay PNG`` draws the meshes over the photo."""
 
 from __future__ import annotations
 
@@ -18,7 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         help="our keypoints JSON, an Im2Hands *_left.ply/*_right.ply pair, or an InterHand2.6M "
-        "annotation folder / *_data.json",
+        "annotation folder / *_data.json (default: detect the hands in the image)",
+    )
+    parser.add_argument(
+        "--camera", type=Path, default=None, help="intrinsics file when detecting (InterHand2.6M camera JSON)"
+    )
+    parser.add_argument(
+        "--overlay", type=Path, default=None, help="also write a PNG of the meshes drawn over the photo"
     )
     parser.add_argument(
         "--weights",
@@ -40,22 +48,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from core.engine import Engine, ReconstructionSettings
-    from core.errors import KeypointFileError
     from core.io.images import load_image_rgb
     from core.io.keypoints import KeypointFrame, load_keypoints, save_keypoints_json
     from core.io.meshes import save_mesh
     from core.types import Camera, HandMesh
 
-    if args.keypoints is None:
-        raise KeypointFileError(
-            "reconstruct needs --keypoints PATH for now (automatic detection is not wired into this "
-            "command yet); "
-            "run `python main.py detect IMAGE` to make a keypoint file, or place keypoints in the desktop app"
-        )
     image = load_image_rgb(args.image)
-    keypoints, camera = load_keypoints(args.keypoints, args.image)
     h, w = image.shape[:2]
     note = None
+    if args.keypoints is None:
+        keypoints, camera, note = _detect_keypoints(image, args.image, args.camera)
+    else:
+        keypoints, camera = load_keypoints(args.keypoints, args.image)
     if camera is None:
         camera = Camera.default_for_image(w, h)
         note = "no camera in the keypoint file: default intrinsics (50 degree field of view) used"
@@ -86,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     )
     report = {
         "image": str(args.image),
-        "keypoints_file": str(args.keypoints),
+        "keypoints_file": str(args.keypoints) if args.keypoints else "detected",
         "mode": engine.mode,
         "resolution": rec.resolution,
         "penetration_volume_cm3": rec.penetration_volume_cm3,
@@ -103,6 +107,13 @@ def run(args: argparse.Namespace) -> int:
         "settings": {k: v for k, v in rec.settings.items() if k != "anchors_cam_m"},
         "notes": ([note] if note else []) + list(rec.settings.get("notes", [])),
     }
+    if args.overlay is not None:
+        from core.io.images import save_image_rgb
+        from core.render.mesh_overlay import render_meshes_over_image
+
+        overlay = render_meshes_over_image(image, camera, {"left": rec.left, "right": rec.right})
+        save_image_rgb(args.overlay, overlay)
+        written.append(args.overlay)
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
     written.append(out / "report.json")
     print(
@@ -110,3 +121,20 @@ def run(args: argparse.Namespace) -> int:
         f"(penetration {rec.penetration_volume_cm3:.2f} cm^3, {rec.timings_s.get('total', 0):.2f} s)"
     )
     return 0
+
+
+def _detect_keypoints(image, image_path: Path, camera_path: Path | None):
+    """Detect and lift the hands; a clear error when none is found."""
+    from core.detect import detect_image
+    from core.detect.intrinsics import camera_for_image
+    from core.errors import KeypointError
+
+    h, w = image.shape[:2]
+    camera, source = camera_for_image(w, h, camera_path=camera_path, image_path=image_path)
+    found = detect_image(image, camera)
+    if not found.keypoints.present_sides():
+        raise KeypointError(
+            f"no hand was detected in {image_path}; give --keypoints, or place the hands in the desktop app"
+        )
+    sides = ", ".join(found.keypoints.present_sides())
+    return found.keypoints, found.camera, f"keypoints detected ({sides}); intrinsics from {source}"
