@@ -18,6 +18,7 @@ run: $(STAMP)
 	$(PY) main.py gui --open resources/samples/sample_0/image.png --keypoints resources/samples/sample_0/keypoints.json
 
 test: $(STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest tests
 
 lint: $(STAMP)
