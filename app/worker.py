@@ -165,7 +165,7 @@ class ReconstructionWorker(QThread):
                 rebuild, spec = self._engine_dirty, self._engine_spec
                 self._engine_dirty = False
                 request, self._pending = self._pending, None
-            if rebuild or (request is not None and self.engine is None):
+            if rebuild:  # a failed build is not retried per request: it would only fail again
                 self._build_engine(spec)
             if request is not None:
                 self._run_request(request)
@@ -187,7 +187,7 @@ class ReconstructionWorker(QThread):
     def _run_request(self, request: ReconstructionRequest) -> None:
         rid = request.request_id
         if self.engine is None:
-            message = "no reconstruction engine is loaded (see the error above)"
+            message = "no reconstruction engine is loaded (see the error above); load a checkpoint"
             self.failed.emit(WorkerFailure(rid, request.frame_index, "engine", message, ""))
             self.requestDone.emit(rid)
             return

@@ -1,22 +1,35 @@
-"""Document model, project files and keypoint-file mapping (no VTK, no display needed)."""
+"""Document model, project files, keypoint-file mapping and the detect hook (no VTK, no display)."""
 
 from __future__ import annotations
 
+import gc
 import json
 
 import cv2
 import numpy as np
 import pytest
+from golden import realdata_dir
 
 from app.annotation import place_template_hand, template_hand
+from app.detection import NoHandsFound, detect_keypoints
 from app.document import Document
 from app.keypoint_files import load_for_media, save_for_media
 from app.media import MediaError, open_media
 from app.project import PROJECT_VERSION, ProjectFileError, load_project_file, write_json_atomic
+from app.worker import ReconstructionRequest, ReconstructionWorker
 from core.errors import InputError
 from core.hand.joints import MANO_PARENTS
 from core.io.keypoints import KeypointFrame, save_keypoints_json
 from core.types import Camera, TwoHandKeypoints
+
+
+@pytest.fixture(autouse=True)
+def _free_documents():
+    """A dropped Document lives on in its reference cycles (signal connections), its 30 s
+    autosave timer running, until the garbage collector runs; a late autosave would write
+    outside tmp_path. Free them before the next test."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture
@@ -194,3 +207,51 @@ def test_keypoint_files_map_to_folder_frames_by_name(doc, image_folder, tmp_path
     again = load_for_media(out, doc.media, current_frame=1)
     assert sorted(again.keypoints) == [0, 2]
     np.testing.assert_allclose(again.keypoints[2].right, kps.right)
+
+
+def test_detect_hook_lifts_a_real_photo_and_reports_an_empty_frame():
+    from core.io.images import load_image_rgb
+
+    path = realdata_dir() / "images/two_hands/hamer_test5.jpg"  # both hands in front of a face
+    if not path.is_file():
+        pytest.skip(f"{path} not present")
+    image = load_image_rgb(path)
+    camera = Camera.default_for_image(image.shape[1], image.shape[0])
+    keypoints = detect_keypoints(image, camera)
+    assert keypoints.present_sides() == ("left", "right")
+    for side in ("left", "right"):
+        joints = keypoints.hand(side)
+        uv = camera.project(joints)
+        assert np.all(joints[:, 2] > 0.1) and np.all((uv >= 0) & (uv < [camera.width, camera.height]))
+    assert keypoints.right[0, 0] < keypoints.left[0, 0]  # her right hand is on the image's left
+    with pytest.raises(NoHandsFound, match="no hand found"):
+        detect_keypoints(np.full((240, 320, 3), 128, np.uint8), Camera.default_for_image(320, 240))
+
+
+def test_worker_reports_a_failed_engine_once_and_rebuilds_only_when_configured(qtbot):
+    builds, failures = [], []
+
+    def factory(weights, device):
+        builds.append(weights)
+        if weights is None:
+            raise FileNotFoundError("no shipped weights in resources/weights")
+        return object()
+
+    worker = ReconstructionWorker(factory)
+    worker.failed.connect(failures.append)
+    with qtbot.waitSignal(worker.failed, timeout=5000):
+        worker.start()
+    camera = Camera.default_for_image(64, 48)
+    request = ReconstructionRequest(0, np.zeros((48, 64, 3), np.uint8), camera, two_hands(camera), None)
+    try:
+        for _ in range(2):
+            with qtbot.waitSignal(worker.requestDone, timeout=5000):
+                worker.submit(request)
+        assert builds == [None]  # not rebuilt for each request
+        assert [f.kind for f in failures] == ["engine"] * 3
+        assert "no shipped weights" in failures[0].message and "load a checkpoint" in failures[1].message
+        with qtbot.waitSignal(worker.engineReady, timeout=5000):
+            worker.configure_engine("other.safetensors", "cpu")
+        assert builds == [None, "other.safetensors"]
+    finally:
+        worker.stop()

@@ -4,7 +4,6 @@ essentials with the real engine."""
 
 from __future__ import annotations
 
-import os
 import time
 
 import cv2
@@ -62,7 +61,11 @@ def make_window(qtbot, tmp_path, monkeypatch, engine: FakeEngine) -> MainWindow:
 
 
 def wait_final(qtbot, window: MainWindow, timeout_ms: int = 10_000) -> None:
-    qtbot.waitUntil(lambda: not window.controller.pending(), timeout=timeout_ms)
+    """Until the newest request is done and the 3D view has rendered what it shows (its
+    renders are coalesced into the next event-loop pass)."""
+    qtbot.waitUntil(
+        lambda: not window.controller.pending() and not window.scene_view.render_pending, timeout=timeout_ms
+    )
     rec = window.controller.current_result()
     assert rec is not None and rec.stage == "final", window.error_panel.entries()
 
@@ -106,7 +109,7 @@ def test_opening_the_sample_reconstructs_both_meshes_into_the_viewport(opened):
             getattr(window.controller.current_result(), side).vertices,
             atol=1e-6,
         )
-    image = window.scene_view.plotter.screenshot(return_img=True)
+    image = window.scene_view.screenshot()
     hand_pixels = np.all(np.abs(image.astype(int) - (66, 135, 245)) < 60, axis=-1).sum()
     assert hand_pixels > 500, "the left (blue) mesh is not visible in the rendered viewport"
     assert window.image_view.handle(side, 0).isVisible()
@@ -164,7 +167,7 @@ def test_penetrating_hands_show_a_highlighted_region_and_volume(qtbot, tmp_path,
     colors = np.asarray(scene.meshes["left"].poly.point_data["rgb"])
     assert (colors == (230, 30, 140)).all(axis=1).sum() == scene.meshes["left"].highlighted_vertices
     # The region shows through the hands (overlay layer) in its own colour.
-    shot = scene.plotter.screenshot(return_img=True).astype(int)
+    shot = scene.screenshot().astype(int)
     assert (np.abs(shot - (230, 30, 140)).max(axis=-1) < 60).sum() > 50
     QTest.keyClick(window, Qt.Key.Key_P)  # toggle penetration off
     assert not scene.penetration.actor.GetVisibility() and not scene.penetration.text.GetVisibility()
@@ -222,68 +225,55 @@ def test_a_newer_request_supersedes_the_running_one(qtbot, tmp_path, monkeypatch
     assert engine.cancelled >= 1 and set(shown) == {latest}
 
 
-class StallMeter:
-    """Longest gap between 5 ms QTimer ticks: how long the GUI thread was unavailable."""
+def _run_queue_wait_s() -> float:
+    """Time the calling thread has spent runnable but not running (waiting for a core held
+    by another process), from Linux's per-thread scheduler statistics; 0 where unavailable."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class GuiStallMeter:
+    """How long the GUI thread was unavailable: the gaps between ticks of a 5 ms QTimer on it.
+
+    A gap holds the GUI thread's own work (slots, VTK renders, paints) and its waits for
+    what it needs (the renderer's threads, the GIL). It also holds the time the thread sat
+    runnable while other processes had the cores: that is the machine's load, not the app's,
+    and is taken out (measured per gap, not estimated). What is left is asserted as is."""
 
     def __init__(self, parent):
         from PySide6.QtCore import QTimer
 
-        self.ticks: list[float] = []
+        self.ticks: list[tuple[float, float, float]] = []  # wall, thread CPU, run-queue wait (s)
         self.timer = QTimer(parent)
         self.timer.setInterval(5)
-        self.timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
+        self.timer.timeout.connect(self._tick)
+
+    def _tick(self) -> None:
+        self.ticks.append((time.perf_counter(), time.thread_time(), _run_queue_wait_s()))
 
     def __enter__(self):
         self.ticks.clear()
         self.timer.start()
+        self._tick()  # from now: the work that starts the reconstruction counts too
         return self
 
     def __exit__(self, *exc):
         self.timer.stop()
 
-    @property
-    def longest_s(self) -> float:
-        return float(np.diff(self.ticks).max()) if len(self.ticks) > 1 else float("inf")
-
-
-def measure_stalls(qtbot, window, start_reconstruction) -> dict:
-    """Reconstruct while a 5 ms timer ticks, then let the app idle as long with the same
-    timer: the idle stall is the machine's own scheduling noise (shared cores)."""
-    meter = StallMeter(window)
-    start = time.perf_counter()
-    with meter:
-        start_reconstruction()
-        wait_final(qtbot, window, timeout_ms=120_000)
-    busy_s, busy_stall = time.perf_counter() - start, meter.longest_s
-    with meter:
-        qtbot.wait(int(busy_s * 1000))
-    return {
-        "busy_s": round(busy_s, 2),
-        "stall_ms": round(busy_stall * 1000),
-        "idle_ms": round(meter.longest_s * 1000),
-    }
-
-
-def cpu_oversubscription() -> float:
-    """Runnable processes per core over the last minute, at least 1 (a quiet machine)."""
-    return max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
-
-
-def assert_gui_responsive(qtbot, window, triggers, budget_ms: float = 100.0) -> list[dict]:
-    """The GUI thread must not stall longer than ``budget_ms`` (beyond idle noise) during a
-    reconstruction. On a machine whose cores are oversubscribed by other processes, the GUI
-    thread's own work (software-GL renders) runs that much slower, so the budget scales by
-    the oversubscription (exactly ``budget_ms`` on a quiet machine). Up to
-    ``len(triggers)`` tries: a design fault stalls every try, CPU contention does not."""
-    runs = []
-    for trigger in triggers:
-        factor = cpu_oversubscription()
-        run = measure_stalls(qtbot, window, trigger)
-        run["budget_ms"] = round(budget_ms * factor)
-        runs.append(run)
-        if run["stall_ms"] < run["budget_ms"] + run["idle_ms"]:
-            return runs
-    raise AssertionError(f"the GUI thread stalled in every try: {runs}")
+    def longest(self) -> dict:
+        """The longest gap without the run-queue wait (``stall_ms``), with its raw wall time,
+        the GUI thread's CPU time in it and the run-queue wait taken out, and the most CPU
+        time the GUI thread spent in any one gap (``max_cpu_ms``), all in ms."""
+        assert len(self.ticks) > 10, "the GUI timer hardly ticked"
+        gaps = np.diff(np.array(self.ticks), axis=0) * 1000
+        own = gaps[:, 0] - gaps[:, 2]
+        k = int(np.argmax(own))
+        ms = {"stall_ms": own[k], "wall_ms": gaps[k, 0], "cpu_ms": gaps[k, 1], "run_queue_ms": gaps[k, 2],
+              "max_cpu_ms": gaps[:, 1].max()}  # fmt: skip
+        return {**{name: round(float(v), 1) for name, v in ms.items()}, "ticks": len(gaps)}
 
 
 def nudge(window, joint: int):
@@ -293,15 +283,50 @@ def nudge(window, joint: int):
     return move
 
 
+def measure_stalls(qtbot, window, triggers) -> list[dict]:
+    """Start each reconstruction (a file load, then edits) and wait for its final with the
+    stall meter on: the longest stall of each."""
+    runs = []
+    for trigger in triggers:
+        submitted = window.controller.submitted_count
+        with GuiStallMeter(window) as meter:
+            trigger()
+            wait_final(qtbot, window, timeout_ms=120_000)
+        assert window.controller.submitted_count > submitted, "no reconstruction was started"
+        runs.append(meter.longest())
+    return runs
+
+
+def assert_gui_responsive(qtbot, window, attempts: list[list], budget_ms: float = 100.0) -> list[dict]:
+    """The GUI thread must never be unavailable for ``budget_ms`` or more, with no allowance
+    for load. Two measures, both strict:
+
+    - its own CPU time between two ticks, in every reconstruction measured: slow work on
+      the GUI thread (slots, paints, VTK calls) shows here whatever the machine's load;
+    - the stall (a tick gap less its run-queue wait), in every reconstruction of one
+      attempt. What the run-queue wait cannot take out (Xvfb and the renderer's threads,
+      which the GUI thread waits for, pushed off the cores by other processes) can spoil
+      an attempt on a busy shared machine, so up to ``len(attempts)`` sets of triggers are
+      measured; a design fault fails them all."""
+    tried = []
+    for triggers in attempts:
+        runs = measure_stalls(qtbot, window, triggers)
+        tried.append(runs)
+        assert max(run["max_cpu_ms"] for run in runs) < budget_ms, runs
+        if max(run["stall_ms"] for run in runs) < budget_ms:
+            return runs
+    raise AssertionError(f"the GUI thread stalled for {budget_ms:.0f} ms or more in every attempt: {tried}")
+
+
 def test_gui_thread_never_blocks_over_100ms_during_reconstruction(qtbot, tmp_path, monkeypatch):
     engine = FakeEngine(stage_delay_s=0.5, busy_work=True)  # torch work in the worker
     window = make_window(qtbot, tmp_path, monkeypatch, engine)
     image_path, keypoints_path = write_sample(tmp_path)
     window.open_path(image_path)
     qtbot.wait(300)  # the 3D view's one-off warm-up runs at start-up, not during reconstruction
-    runs = assert_gui_responsive(
-        qtbot, window, [lambda: window.load_keypoints(keypoints_path), nudge(window, 8), nudge(window, 12)]
-    )
+    load = lambda: window.load_keypoints(keypoints_path)
+    attempts = [[load, nudge(window, 8)], [nudge(window, 12)] * 2, [nudge(window, 5)] * 2]
+    runs = assert_gui_responsive(qtbot, window, attempts)
     print("GUI stalls with the fake engine:", runs)
 
 

@@ -338,12 +338,25 @@ class Scene3DView(QWidget):
             self._render_pending = True
             QTimer.singleShot(0, self.render_now)
 
+    @property
+    def render_pending(self) -> bool:
+        """A render was requested and has not run yet: the window still shows older content."""
+        return self._render_pending
+
     def render_now(self) -> None:
         self._render_pending = False
         if self.closed:
             return
         self.plotter.renderer.ResetCameraClippingRange()  # new meshes must not be clipped
         self.plotter.render()
+
+    def screenshot(self) -> np.ndarray:
+        """The 3D view as an RGB (H, W, 3) uint8 image of what it holds now. The plotter's
+        own screenshot only reads the last rendered frame, which lags behind a requested
+        (coalesced) render by one event-loop pass, so a pending render runs first."""
+        if self._render_pending:
+            self.render_now()
+        return np.asarray(self.plotter.screenshot(return_img=True))
 
     # --- toggles and view -------------------------------------------------------------------
     def set_layer_shown(self, layer: str, shown: bool) -> None:
