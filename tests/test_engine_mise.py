@@ -134,3 +134,20 @@ def test_separate_spheres_do_not_penetrate():
         np.array([[0.07, -0.03, 0.47], [0.13, 0.03, 0.53]]),
     )
     assert region.volume_cm3 == 0.0 and len(region.faces) == 0
+
+
+def test_marching_cubes_in_slabs_equals_one_call():
+    import mcubes
+
+    from core.engine.marching import marching_cubes_in_slabs
+
+    x, y, z = np.mgrid[-1:1:70j, -1:1:60j, -1:1:50j]
+    values = 1.0 - np.sqrt((x / 0.8) ** 2 + (y / 0.6) ** 2 + (z / 0.9) ** 2) + 0.05 * np.sin(7 * x)
+    v1, f1 = mcubes.marching_cubes(values, 0.0)
+    v2, f2 = marching_cubes_in_slabs(values, 0.0, slab_planes=16)
+    assert len(v2) == len(v1) and len(f2) == len(f1)  # seam duplicates welded exactly
+    rounded1, rounded2 = np.unique(np.round(v1, 9), axis=0), np.unique(np.round(v2, 9), axis=0)
+    np.testing.assert_allclose(rounded1, rounded2, atol=1e-9)
+    triangles1 = {tuple(sorted(map(tuple, np.round(v1[f], 9)))) for f in f1}
+    triangles2 = {tuple(sorted(map(tuple, np.round(v2[f], 9)))) for f in f2}
+    assert triangles1 == triangles2
