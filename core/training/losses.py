@@ -1,0 +1,55 @@
+"""Training losses of the reference recipes (official_code.md §A.3.4, §A.4.2, §D.3), as pure
+functions of tensors."""
+
+from __future__ import annotations
+
+import torch
+
+from core.hand.joints import HALO_MIDDLE_MCP
+
+
+def occupancy_mse(pred: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Sum over hands of MSE(predicted probability, ground-truth occupancy) -- the loss of I,
+    of R's data term and of the HALO baseline (mean over batch and points, per hand)."""
+    return sum(torch.mean((pred[s] - target[s].to(pred[s].dtype)) ** 2) for s in pred)
+
+
+def penetration_sum(
+    own_left: torch.Tensor, right_at_left: torch.Tensor, own_right: torch.Tensor, left_at_right: torch.Tensor
+) -> torch.Tensor:
+    """P = sum over batch and points of o_L(x_L) * o_R(x_L) + o_R(x_R) * o_L(x_R): large where
+    both hands claim the same point. A **sum**, not a mean, as in the reference."""
+    return (own_left * right_at_left).sum() + (own_right * left_at_right).sum()
+
+
+def ref_occ_loss(
+    out: dict[str, torch.Tensor], target: dict[str, torch.Tensor], pen_weight: float = 0.001
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """R's loss: MSE on both hands + ``pen_weight`` x :func:`penetration_sum` (``out`` holds
+    ``left``, ``right``, ``right_at_left``, ``left_at_right`` as RefOccNet.forward(pen=True))."""
+    mse = occupancy_mse({s: out[s] for s in ("left", "right")}, target)
+    pen = penetration_sum(out["left"], out["right_at_left"], out["right"], out["left_at_right"])
+    loss = mse + pen_weight * pen
+    return loss, {"mse": mse.item(), "pen": pen.item()}
+
+
+def centred_joints_mm(joints_halo_mm: torch.Tensor) -> torch.Tensor:
+    """(B, 21, 3) ``halo`` order -> relative to each hand's middle MCP (halo joint 4)."""
+    return joints_halo_mm - joints_halo_mm[:, HALO_MIDDLE_MCP : HALO_MIDDLE_MCP + 1]
+
+
+def keypoint_mse_mm(pred: dict[str, torch.Tensor], gt: dict[str, torch.Tensor]) -> torch.Tensor:
+    """K's loss: per hand MSE between middle-MCP-centred prediction and ground truth (mm,
+    ``halo`` order), summed over hands, computed in float64 as the reference does."""
+    return sum(
+        torch.mean((centred_joints_mm(pred[s].double()) - centred_joints_mm(gt[s].double())) ** 2)
+        for s in pred
+    )
+
+
+def mpjpe_mm(pred_mm: torch.Tensor, gt_mm: torch.Tensor) -> torch.Tensor:
+    """Mean per-joint position error (mm) after centring each hand at its middle MCP
+    (the reference's ``jpe``), over all leading dimensions; inputs (..., 21, 3) ``halo``."""
+    p = pred_mm - pred_mm[..., HALO_MIDDLE_MCP : HALO_MIDDLE_MCP + 1, :]
+    g = gt_mm - gt_mm[..., HALO_MIDDLE_MCP : HALO_MIDDLE_MCP + 1, :]
+    return torch.linalg.norm(p - g, dim=-1).mean()
