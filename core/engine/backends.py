@@ -233,13 +233,18 @@ def load_backend(weights: str | Path | None, device: torch.device):
         backend = load_backend(main, device)
         kpts_path = path / "kpts_ref.safetensors"
         if kpts_path.is_file() and isinstance(backend, Im2HandsBackend):
-            kpts = KeypointRefiner()
-            checkpoints.load_weights(kpts, kpts_path, "kpts_ref")
-            backend.kpts = kpts.to(device).eval()
+            backend.kpts = _load_our_network(kpts_path, device)
         return backend
     if not path.is_file():
         raise CheckpointError(f"weights not found: {path}")
     network = _network_of(path)
+    if path.suffix == checkpoints.OUR_SUFFIX:
+        # Our files carry their network config (backbone, widths), so build from it.
+        net = _load_our_network(path, device)
+        if network == "halo_base":
+            return HaloOnlyBackend(net, device)
+        if network in ("ref_occ", "init_occ"):
+            return Im2HandsBackend(device, **{"ref" if network == "ref_occ" else "init": net})
     if network == "halo_base":
         net = HaloBaseNet()
         checkpoints.load_weights(net, path, "halo_base")
@@ -253,6 +258,14 @@ def load_backend(weights: str | Path | None, device: torch.device):
         checkpoints.load_weights(net, path, "init_occ")
         return Im2HandsBackend(device, init=net)
     raise CheckpointError(f"{path.name} holds network {network!r}, which cannot reconstruct meshes")
+
+
+def _load_our_network(path: Path, device: torch.device):
+    """One of our safetensors files (config in its header; tensors shared with a sibling
+    file such as the shipped ``encoder.safetensors`` merged in)."""
+    from core.training.shipping import load_packed_network
+
+    return load_packed_network(path, device)
 
 
 def _network_of(path: Path) -> str:
