@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +26,8 @@ import numpy as np
 from app.annotation import KEYPOINT_SETS, FrameAnnotation, side_row
 from core.errors import InputError
 from core.hand.joints import HAND_SIDES, NUM_JOINTS
+from core.io.atomic import write_text_atomic
+from core.io.keypoints import camera_from_json, camera_to_json
 from core.types import Camera, TwoHandKeypoints
 
 PROJECT_FORMAT = "im2hands-studio-project"
@@ -51,18 +52,7 @@ class ProjectData:
 
 def write_json_atomic(path: str | Path, obj) -> None:
     """Write JSON so that ``path`` holds either the old or the complete new content."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(obj, indent=1))
 
 
 # --- encoding -----------------------------------------------------------------------------
@@ -92,23 +82,8 @@ def _hands_from_json(obj, where: str) -> TwoHandKeypoints | None:
     return TwoHandKeypoints(left=hands["left"], right=hands["right"])
 
 
-def camera_to_json(camera: Camera | None):
-    if camera is None:
-        return None
-    return {"K": np.asarray(camera.K).tolist(), "width": int(camera.width), "height": int(camera.height)}
-
-
-def camera_from_json(obj) -> Camera | None:
-    if obj is None:
-        return None
-    try:
-        K = np.asarray(obj["K"], dtype=np.float64)
-        width, height = int(obj["width"]), int(obj["height"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ProjectFileError(f"camera: expected K (3x3), width and height ({exc})") from exc
-    if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise ProjectFileError("camera: K must be a finite 3x3 matrix with positive focal lengths")
-    return Camera(K=K, width=width, height=height)
+def camera_from_project_json(obj) -> Camera | None:
+    return camera_from_json(obj, "camera", ProjectFileError)
 
 
 def _relative_or_absolute(path: Path, base_dir: Path) -> str:
@@ -161,7 +136,7 @@ def project_from_json(obj, base_dir: Path) -> ProjectData:
         data.media_kind = media.get("kind")
         path = Path(media.get("path", ""))
         data.media_path = path if path.is_absolute() else (base_dir / path)
-    data.camera = camera_from_json(obj.get("camera"))
+    data.camera = camera_from_project_json(obj.get("camera"))
     data.current_frame = int(obj.get("current_frame", 0))
     data.settings = dict(obj.get("settings") or {})
     data.weights_path = obj.get("weights")

@@ -176,3 +176,27 @@ def test_interhand_keypoints_round_trip_through_our_json(tmp_path):
     kp2, cam2 = load_keypoints(tmp_path / "ih.json", "image69148.jpg")
     np.testing.assert_array_equal(kp2.left, kp.left)
     np.testing.assert_array_equal(cam2.K, cam.K)
+
+
+def test_atomic_write_gives_normal_permissions_and_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
+    import os
+
+    from core.io.atomic import write_text_atomic
+
+    path = tmp_path / "out.json"
+    old_umask = os.umask(0o022)
+    try:
+        write_text_atomic(path, "first")
+    finally:
+        os.umask(old_umask)
+    assert path.read_text() == "first"
+    assert path.stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0600
+
+    def crash(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        write_text_atomic(path, "second")
+    assert path.read_text() == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temporary file left

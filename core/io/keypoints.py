@@ -37,15 +37,14 @@ what is wrong.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from core.errors import KeypointFileError
+from core.errors import InputError, KeypointFileError
 from core.hand.joints import INTERHAND_HAND_SLICES, NUM_JOINTS, ORDERS, convert_joints
+from core.io.atomic import write_text_atomic
 from core.types import Camera, TwoHandKeypoints
 
 FORMAT_NAME = "im2hands-studio/keypoints"
@@ -100,7 +99,8 @@ class KeypointFile:
 # --------------------------------------------------------------------------------------
 # Our JSON format
 # --------------------------------------------------------------------------------------
-def _camera_to_json(camera: Camera | None) -> dict | None:
+def camera_to_json(camera: Camera | None) -> dict | None:
+    """The ``camera`` entry of our JSON files (also used by project files)."""
     if camera is None:
         return None
     return {
@@ -130,7 +130,7 @@ def save_keypoints_json(path: str | Path, frames: list[KeypointFrame], camera: C
         "units": "m",
         "frame": "camera",
         "joint_order": "mano",
-        "camera": _camera_to_json(camera),
+        "camera": camera_to_json(camera),
         "frames": [],
     }
     for frame in frames:
@@ -142,20 +142,8 @@ def save_keypoints_json(path: str | Path, frames: list[KeypointFrame], camera: C
         if frame.visibility:
             entry["visibility"] = {s: np.asarray(v, dtype=bool).tolist() for s, v in frame.visibility.items()}
         doc["frames"].append(entry)
-    _atomic_write_text(path, json.dumps(doc, indent=1))
+    write_text_atomic(path, json.dumps(doc, indent=1))
     return path
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _read_json(path: Path) -> object:
@@ -167,20 +155,21 @@ def _read_json(path: Path) -> object:
         raise KeypointFileError(f"{path} is not valid JSON: {exc}") from exc
 
 
-def _parse_camera(obj, where: str) -> Camera | None:
+def camera_from_json(obj, where: str, error: type[InputError] = KeypointFileError) -> Camera | None:
+    """Parse a ``camera`` entry; malformed ones raise ``error`` naming ``where``."""
     if obj is None:
         return None
     try:
         K = np.asarray(obj["K"], dtype=np.float64)
         width, height = int(obj["width"]), int(obj["height"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise KeypointFileError(f"{where}: camera needs 'K' (3x3), 'width' and 'height' ({exc})") from exc
+        raise error(f"{where}: camera needs 'K' (3x3), 'width' and 'height' ({exc})") from exc
     if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise KeypointFileError(
+        raise error(
             f"{where}: camera 'K' must be a finite 3x3 matrix with positive focal lengths"
         )
     if width <= 0 or height <= 0:
-        raise KeypointFileError(f"{where}: camera width and height must be positive")
+        raise error(f"{where}: camera width and height must be positive")
     return Camera(K=K, width=width, height=height)
 
 
@@ -223,7 +212,7 @@ def _parse_keypoint_doc(doc: object, path: Path) -> KeypointFile:
     order = doc.get("joint_order", "mano")
     if order not in ORDERS:
         raise KeypointFileError(f"{path}: unknown joint_order {order!r}; known: {', '.join(ORDERS)}")
-    camera = _parse_camera(doc.get("camera"), str(path))
+    camera = camera_from_json(doc.get("camera"), str(path))
     frames_obj = doc.get("frames")
     if not isinstance(frames_obj, list):
         raise KeypointFileError(f"{path}: 'frames' must be a list")
@@ -278,7 +267,7 @@ def _write_ply_points(path: Path, points: np.ndarray) -> None:
         "end_header",
     ]
     lines += [f"{x:.9g} {y:.9g} {z:.9g}" for x, y, z in np.asarray(points, dtype=np.float64)]
-    _atomic_write_text(path, "\n".join(lines) + "\n")
+    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def _read_ply_points(path: Path) -> np.ndarray:
