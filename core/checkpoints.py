@@ -127,7 +127,16 @@ class CheckpointInfo:
 
 def infer_network(model: nn.Module) -> str:
     """Which of :data:`NETWORKS` ``model`` is, from its state-dict layout."""
-    keys = list(model.state_dict().keys())
+    network = _network_from_keys(list(model.state_dict().keys()))
+    if network is not None:
+        return network
+    raise CheckpointError(
+        f"cannot tell which network a {type(model).__name__} is (expected one of {NETWORKS})"
+    )
+
+
+def _network_from_keys(keys: list[str]) -> str | None:
+    """The network a state-dict key layout belongs to (a decoder-only dict is ``halo_base``)."""
     if any(k.startswith("init_occ.") for k in keys):
         return "ref_occ"
     if any(k.startswith("gcn_layers.") for k in keys):
@@ -136,9 +145,7 @@ def infer_network(model: nn.Module) -> str:
         return "init_occ"
     if keys and all(k.startswith("decoder.") for k in keys):
         return "halo_base"
-    raise CheckpointError(
-        f"cannot tell which network a {type(model).__name__} is (expected one of {NETWORKS})"
-    )
+    return None
 
 
 def _decoder_kind(state: Mapping[str, torch.Tensor]) -> str:
@@ -169,14 +176,11 @@ def detect_official_kind(path: Path, data: Mapping[str, Any]) -> str:
     keys = [k for k, v in state.items() if isinstance(v, torch.Tensor)] if isinstance(state, Mapping) else []
     if "model" not in data and any(k.startswith("module.encoder.") for k in keys):
         return "intaghand_baseline"
-    if any(k.startswith("init_occ.") for k in keys):
-        return "ref_occ"
-    if any(k.startswith("gcn_layers.") for k in keys):
-        return "kpts_ref"
-    if any(k.startswith("left_decoder.") for k in keys):
-        return "init_occ"
-    if keys and all(k.startswith("decoder.") for k in keys):
-        return _decoder_kind(state)
+    network = _network_from_keys(keys)
+    if network == "halo_base":
+        return _decoder_kind(state)  # HALO's own decoder or Im2Hands' halo_baseline
+    if network is not None:
+        return network
     kind = _kind_from_name(path)
     if kind is None:
         raise CheckpointError(

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from core.engine.bench import run_benchmark
+    from core.engine.bench import HEADLINE_KEYS, run_benchmark
 
     torch.set_num_threads(max(1, args.threads))
     parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
@@ -32,21 +32,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(text)
-    summary = {
-        k: report[k]
-        for k in (
-            "device",
-            "architecture",
-            "resolution",
-            "preview_s",
-            "final_s",
-            "reference_s",
-            "speedup_vs_reference",
-            "mesh_iou_vs_reference",
-            "chamfer_mm_vs_reference",
-            "drag_update_s",
-        )
-    }
+    summary = {k: report[k] for k in HEADLINE_KEYS}
     print(json.dumps(summary, indent=1, default=_jsonable))
     return 0
 
