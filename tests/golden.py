@@ -112,3 +112,22 @@ def official_state_dict(network: str) -> dict[str, torch.Tensor]:
 
 def halo_checkpoint_path() -> Path:
     return realdata_dir() / "weights" / "halo_base_yt3d_model_best.pt"
+
+
+def two_hand_batch_hands() -> dict:
+    """Per-side ``HandInputs`` of two_hand_batch.npz (the official preprocess_joints outputs)."""
+    from core.models.init_occ import HandInputs
+
+    batch = load("two_hand_batch.npz")
+    t = lambda key: torch.from_numpy(batch[key])
+    return {
+        side: HandInputs(
+            unpose_mats=t(f"{side}_inputs"),
+            bone_lengths=t(f"{side}_bone_lengths"),
+            root_rot_mat=t(f"{side}_root_rot_mat"),
+            root_xyz=t(f"{side}_root_xyz"),
+            cam_R=t("cam_R"),
+            cam_T=t("cam_T"),
+        )
+        for side in ("left", "right")
+    }

@@ -7,27 +7,11 @@ import pytest
 import torch
 
 from core.models.config import InitOccConfig
-from core.models.init_occ import HandInputs, InitOccNet
+from core.models.init_occ import InitOccNet
 from tests import golden
 
 FILE = "init_occ.npz"
 SIDES = ("left", "right")
-
-
-def _hands() -> dict[str, HandInputs]:
-    b = golden.load("two_hand_batch.npz")
-    t = lambda k: torch.from_numpy(b[k])
-    return {
-        s: HandInputs(
-            unpose_mats=t(f"{s}_inputs"),
-            bone_lengths=t(f"{s}_bone_lengths"),
-            root_rot_mat=t(f"{s}_root_rot_mat"),
-            root_xyz=t(f"{s}_root_xyz"),
-            cam_R=t("cam_R"),
-            cam_T=t("cam_T"),
-        )
-        for s in SIDES
-    }
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +19,7 @@ def run():
     batch = golden.load("two_hand_batch.npz")
     net = InitOccNet(InitOccConfig.official()).eval()
     net.load_state_dict(golden.official_state_dict("init_occ"), strict=True)
-    hands = _hands()
+    hands = golden.two_hand_batch_hands()
     with torch.no_grad():
         features = net.encode_image(torch.from_numpy(batch["img"]).contiguous())
         results = {

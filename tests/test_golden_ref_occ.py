@@ -6,7 +6,6 @@ import torch
 
 from core.errors import InputError
 from core.geometry import camera_ops
-from core.models.init_occ import HandInputs
 from core.models.ref_occ import (
     SIDES,
     RefOccConfig,
@@ -21,21 +20,6 @@ FILE = "ref_occ.npz"
 pytestmark = pytest.mark.slow
 
 
-def _hands_from_batch(batch: dict) -> dict[str, HandInputs]:
-    t = lambda key: torch.from_numpy(batch[key])
-    return {
-        side: HandInputs(
-            unpose_mats=t(f"{side}_inputs"),
-            bone_lengths=t(f"{side}_bone_lengths"),
-            root_rot_mat=t(f"{side}_root_rot_mat"),
-            root_xyz=t(f"{side}_root_xyz"),
-            cam_R=t("cam_R"),
-            cam_T=t("cam_T"),
-        )
-        for side in SIDES
-    }
-
-
 @pytest.fixture(scope="module")
 def case():
     """The staged pipeline run once on the golden batch (all intermediates kept)."""
@@ -43,7 +27,7 @@ def case():
     net = RefOccNet(RefOccConfig.official())
     net.load_state_dict(golden.official_state_dict("ref_occ"), strict=True)
     net.eval()
-    hands = _hands_from_batch(batch)
+    hands = golden.two_hand_batch_hands()
     cam_K = torch.from_numpy(batch["cam_K"])
     points = {s: torch.from_numpy(batch[f"{s}_p"]) for s in SIDES}
     anchors = {s: torch.from_numpy(batch[f"{s}_anchor_points_mm"]) for s in SIDES}
