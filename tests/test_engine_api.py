@@ -184,3 +184,50 @@ def test_image_features_are_cached_when_only_keypoints_change(image_engine, keyp
     third = image_engine.reconstruct(_image(camera, seed=2), camera, moved, settings)
     assert not third.settings["cache_hit"]
     assert second.right is not None and second.left is not None and first.stage == "final"
+
+
+def test_refine_keypoints_alone_runs_k_on_the_engine_crop_and_fills_the_cache(keypoints, camera):
+    from core.models.kpts_ref import KeypointRefiner, KptsRefConfig
+    from core.training.recipes import identity_init_kpts_ref
+
+    torch.manual_seed(0)
+    cfg = RefOccConfig(init_occ=InitOccConfig.small("resnet18"), encoder=EncoderConfig(backbone="resnet18"))
+    kpts = KeypointRefiner(KptsRefConfig(encoder=EncoderConfig(backbone="resnet18"), image_feature_dim=32))
+    with torch.no_grad():
+        identity_init_kpts_ref(kpts)  # K = identity: random K would collapse the hands
+        kpts.left_reg[3].bias += torch.tensor([1.0, 0.0, 0.0])  # ... then moves the left hand 1 mm in x
+    engine = Engine.from_networks(ref=RefOccNet(cfg).eval(), kpts=kpts.eval(), device="cpu")
+    image = _image(camera, seed=3)
+    refined = engine.refine_keypoints(image, camera, keypoints)
+    assert engine.cache_misses == 1 and engine.cache_hits == 0
+    np.testing.assert_allclose(refined.left - keypoints.left, np.tile([0.001, 0.0, 0.0], (21, 1)), atol=1e-5)
+    np.testing.assert_allclose(refined.right, keypoints.right, atol=1e-5)
+    # The same K through reconstruct gives the same keypoints, from the cached features.
+    rec = engine.reconstruct(image, camera, keypoints, FAST.with_(resolution=32, use_keypoint_refiner=True))
+    assert rec.settings["cache_hit"]
+    np.testing.assert_allclose(rec.keypoints.left, refined.left, atol=1e-9)
+    # One hand: K needs both, the keypoints come back unchanged (a copy).
+    one = TwoHandKeypoints(left=None, right=keypoints.right.copy())
+    same = engine.refine_keypoints(image, camera, one)
+    assert same.left is None and np.array_equal(same.right, one.right) and same.right is not one.right
+    with pytest.raises(ImageError):
+        engine.refine_keypoints(image[:10], camera, keypoints)
+
+
+def test_refine_keypoints_without_k_is_a_clear_error(image_engine, keypoints, camera):
+    with pytest.raises(InputError, match="no network K"):
+        image_engine.refine_keypoints(_image(camera), camera, keypoints)
+
+
+def test_unusable_k_output_falls_back_to_the_input_keypoints(keypoints, camera):
+    from core.models.kpts_ref import KeypointRefiner, KptsRefConfig
+
+    torch.manual_seed(0)  # a random K collapses each hand to a few millimetres
+    cfg = RefOccConfig(init_occ=InitOccConfig.small("resnet18"), encoder=EncoderConfig(backbone="resnet18"))
+    kpts = KeypointRefiner(KptsRefConfig(encoder=EncoderConfig(backbone="resnet18"), image_feature_dim=32))
+    engine = Engine.from_networks(ref=RefOccNet(cfg).eval(), kpts=kpts.eval(), device="cpu")
+    rec = engine.reconstruct(
+        _image(camera), camera, keypoints, FAST.with_(resolution=32, use_keypoint_refiner=True)
+    )
+    assert np.array_equal(rec.keypoints.left, keypoints.left)
+    assert any("network K's output was unusable" in n and "collapsed" in n for n in rec.settings["notes"])

@@ -1,24 +1,30 @@
-"""Detector + lifting accuracy on InterHand2.6M frames with 3D ground truth.
+"""Detector + lifting accuracy on InterHand2.6M frames with 3D ground truth, with and
+without network K.
 
-``python -m core.detect.evaluate_interhand [SAMPLES_DIR]`` prints, per frame and hand:
-whether the hand was found (with the correct side), the MPJPE in mm after aligning the
-wrists, the absolute wrist error, and for frames with both hands the error of the
-right-to-left root vector (MRRPE). The folder holds the InterHand2.6M annotation files
-``*_data.json``, ``*_camera.json``, ``*_joint_3d.json`` and the images.
-``X_cam = camrot (X_world - campos)``, millimetres.
+``python -m core.detect.evaluate_interhand [SAMPLES_DIR] [--weights DIR] [--json PATH]``
+prints, per frame and hand: whether the hand was found (with the correct side), the MPJPE
+in mm after aligning the wrists, the absolute wrist error, and for frames with both hands
+the error of the right-to-left root vector (MRRPE); first for the lifting variants, then
+before and after network K (applied as the engine applies it) on the default lifting.
+K needs both hands: one-hand frames have no "after K" values. The folder holds the
+InterHand2.6M annotation files ``*_data.json``, ``*_camera.json``, ``*_joint_3d.json``
+and the images. ``X_cam = camrot (X_world - campos)``, millimetres.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from core.errors import CheckpointError
 from core.hand.joints import INTERHAND_HAND_SLICES, MANO_WRIST, convert_joints
-from core.types import Camera
+from core.types import Camera, TwoHandKeypoints
+
+SIDES = ("left", "right")
 
 
 @dataclass
@@ -75,45 +81,161 @@ def load_interhand_frames(folder: str | Path) -> list[InterHandFrame]:
     return frames
 
 
-def evaluate_frames(frames: list[InterHandFrame], detector, snap_to_2d: bool = True,
-                    ray_correction: bool = True, refine=None) -> list[FrameResult]:
-    """Run ``detector`` + lifting (+ optional ``refine(TwoHandKeypoints, image, camera)``)
-    on each frame, with the frame's true camera."""
+# --------------------------------------------------------------------------------------
+# Detection and scoring
+# --------------------------------------------------------------------------------------
+@dataclass
+class DetectedFrame:
+    """One frame's detection, lifted to the frame's true camera (metres, camera frame)."""
+
+    frame: InterHandFrame
+    image_rgb: np.ndarray
+    keypoints: TwoHandKeypoints
+    views_tried: int
+    seconds: float
+
+
+def detect_frames(frames: list[InterHandFrame], detector, snap_to_2d: bool = True,
+                  ray_correction: bool = True) -> list[DetectedFrame]:
+    """Run ``detector`` + lifting on each frame, with the frame's true camera."""
     import cv2
 
     from core.detect.lifting import lift_detection
 
-    results = []
+    out = []
     for fr in frames:
         rgb = cv2.cvtColor(cv2.imread(str(fr.image_path)), cv2.COLOR_BGR2RGB)
         det = detector.detect(rgb)
         kp = lift_detection(det, fr.camera, snap_to_2d=snap_to_2d, ray_correction=ray_correction)
-        if refine is not None:
-            kp = refine(kp, rgb, fr.camera)
-        res = FrameResult(fr.image_path.name, views_tried=len(det.views_tried), seconds=det.seconds)
-        for side, gt in fr.joints_cam_m.items():
-            if gt is None:
-                continue
-            pred = kp.hand(side)
-            res.found[side] = pred is not None
-            if pred is None:
-                continue
-            aligned = (pred - pred[MANO_WRIST]) - (gt - gt[MANO_WRIST])
-            res.mpjpe_mm[side] = float(np.linalg.norm(aligned, axis=1).mean() * 1000)
-            res.wrist_error_mm[side] = float(np.linalg.norm(pred[MANO_WRIST] - gt[MANO_WRIST]) * 1000)
-        gl, gr = fr.joints_cam_m["left"], fr.joints_cam_m["right"]
-        if gl is not None and gr is not None and kp.left is not None and kp.right is not None:
-            v_pred = kp.left[MANO_WRIST] - kp.right[MANO_WRIST]
-            v_gt = gl[MANO_WRIST] - gr[MANO_WRIST]
-            res.root_vector_error_mm = float(np.linalg.norm(v_pred - v_gt) * 1000)
-        results.append(res)
+        out.append(DetectedFrame(fr, rgb, kp, len(det.views_tried), det.seconds))
+    return out
+
+
+def score_keypoints(frame: InterHandFrame, keypoints: TwoHandKeypoints, views_tried: int = 0,
+                    seconds: float = 0.0) -> FrameResult:
+    """Per annotated hand: found, MPJPE after wrist alignment, wrist error; and the MRRPE."""
+    res = FrameResult(frame.image_path.name, views_tried=views_tried, seconds=seconds)
+    for side, gt in frame.joints_cam_m.items():
+        if gt is None:
+            continue
+        pred = keypoints.hand(side)
+        res.found[side] = pred is not None
+        if pred is None:
+            continue
+        aligned = (pred - pred[MANO_WRIST]) - (gt - gt[MANO_WRIST])
+        res.mpjpe_mm[side] = float(np.linalg.norm(aligned, axis=1).mean() * 1000)
+        res.wrist_error_mm[side] = float(np.linalg.norm(pred[MANO_WRIST] - gt[MANO_WRIST]) * 1000)
+    gl, gr = frame.joints_cam_m["left"], frame.joints_cam_m["right"]
+    if gl is not None and gr is not None and keypoints.left is not None and keypoints.right is not None:
+        v_pred = keypoints.left[MANO_WRIST] - keypoints.right[MANO_WRIST]
+        v_gt = gl[MANO_WRIST] - gr[MANO_WRIST]
+        res.root_vector_error_mm = float(np.linalg.norm(v_pred - v_gt) * 1000)
+    return res
+
+
+def evaluate_frames(frames: list[InterHandFrame], detector, snap_to_2d: bool = True,
+                    ray_correction: bool = True, refine=None) -> list[FrameResult]:
+    """Run ``detector`` + lifting (+ optional ``refine(TwoHandKeypoints, image, camera)``)
+    on each frame, with the frame's true camera, and score the keypoints."""
+    results = []
+    for d in detect_frames(frames, detector, snap_to_2d, ray_correction):
+        kp = d.keypoints if refine is None else refine(d.keypoints, d.image_rgb, d.frame.camera)
+        results.append(score_keypoints(d.frame, kp, d.views_tried, d.seconds))
     return results
 
 
-def format_table(results: list[FrameResult], title: str) -> str:
-    def fmt(x):
-        return "-" if x is None else f"{x:.1f}"
+# --------------------------------------------------------------------------------------
+# Network K
+# --------------------------------------------------------------------------------------
+class EngineKeypointRefiner:
+    """Network K applied as the engine applies it (:meth:`core.engine.Engine.refine_keypoints`:
+    the engine's 256 px crop around both hands, the backend's image features, K).
 
+    ``weights``: None = the shipped weights; a folder like ``resources/weights`` (see
+    :func:`core.engine.backends.load_backend`); it must hold ``kpts_ref.safetensors``."""
+
+    def __init__(self, weights: str | Path | None = None, device: str = "auto"):
+        from core.engine import Engine
+        from core.engine.backends import SHIPPED_WEIGHTS_DIR
+
+        self.engine = Engine(weights, device=device)
+        if not self.engine.backend.has_keypoint_refiner:
+            where = SHIPPED_WEIGHTS_DIR if weights is None else weights
+            raise CheckpointError(
+                f"{where} has no network K (kpts_ref.safetensors next to ref_occ/init_occ.safetensors); "
+                "pass --weights a folder that holds one"
+            )
+
+    def __call__(
+        self, keypoints: TwoHandKeypoints, image_rgb: np.ndarray, camera: Camera
+    ) -> TwoHandKeypoints:
+        """Refined keypoints (camera frame, metres); unchanged (a copy) unless both hands are present."""
+        return self.engine.refine_keypoints(image_rgb, camera, keypoints)
+
+
+@dataclass
+class RefinerComparison:
+    """One frame before and after K. ``after`` is None where K did not run (it needs both
+    hands); ``k_shift_mm`` is K's mean per-joint displacement of each hand."""
+
+    before: FrameResult
+    after: FrameResult | None
+    k_shift_mm: dict[str, float] = field(default_factory=dict)
+
+
+def evaluate_with_refiner(frames: list[InterHandFrame], detector, refiner, snap_to_2d: bool = True,
+                          ray_correction: bool = True) -> list[RefinerComparison]:
+    """Detect once per frame; score the lifted keypoints, then ``refiner``'s output on them
+    for frames where both hands were found."""
+    out = []
+    for d in detect_frames(frames, detector, snap_to_2d, ray_correction):
+        before = score_keypoints(d.frame, d.keypoints, d.views_tried, d.seconds)
+        kp = d.keypoints
+        if kp.left is None or kp.right is None:
+            out.append(RefinerComparison(before, None))
+            continue
+        refined = refiner(kp, d.image_rgb, d.frame.camera)
+        after = score_keypoints(d.frame, refined, d.views_tried, d.seconds)
+        shift = {s: float(np.linalg.norm(refined.hand(s) - kp.hand(s), axis=1).mean() * 1000) for s in SIDES}
+        out.append(RefinerComparison(before, after, shift))
+    return out
+
+
+def refiner_summary(rows: list[RefinerComparison]) -> dict:
+    """Recall per hand side, and means over the same hands before and after K."""
+    hands = [(r, s) for r in rows for s in r.before.found]
+    recall = {s: [sum(r.before.found[s] for r, t in hands if t == s), sum(t == s for _, t in hands)]
+              for s in SIDES}
+    k_hands = [(r, s) for r, s in hands if r.after is not None and s in r.after.mpjpe_mm]
+    k_frames = [r for r in rows if r.after is not None and r.after.root_vector_error_mm is not None]
+
+    def mean(values):
+        return float(np.mean(values)) if values else None
+
+    return {
+        "recall": {s: f"{k}/{n}" for s, (k, n) in recall.items()},
+        "hands_found": sum(r.before.found[s] for r, s in hands),
+        "hands_annotated": len(hands),
+        "hands_with_k": len(k_hands),
+        "mpjpe_mm_all_found": mean([e for r in rows for e in r.before.mpjpe_mm.values()]),
+        "mpjpe_mm_before_k": mean([r.before.mpjpe_mm[s] for r, s in k_hands]),
+        "mpjpe_mm_after_k": mean([r.after.mpjpe_mm[s] for r, s in k_hands]),
+        "wrist_error_mm_before_k": mean([r.before.wrist_error_mm[s] for r, s in k_hands]),
+        "wrist_error_mm_after_k": mean([r.after.wrist_error_mm[s] for r, s in k_hands]),
+        "root_vector_error_mm_before_k": mean([r.before.root_vector_error_mm for r in k_frames]),
+        "root_vector_error_mm_after_k": mean([r.after.root_vector_error_mm for r in k_frames]),
+        "k_shift_mm": mean([r.k_shift_mm[s] for r, s in k_hands]),
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Reports
+# --------------------------------------------------------------------------------------
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f}"
+
+
+def format_table(results: list[FrameResult], title: str) -> str:
     lines = [f"### {title}", "",
              "| image | hand | found | MPJPE wrist-aligned (mm) | wrist error (mm) "
              "| root vector error (mm) | views | time (s) |",
@@ -121,8 +243,8 @@ def format_table(results: list[FrameResult], title: str) -> str:
     for r in results:
         for side in r.found:
             lines.append(
-                f"| {r.image} | {side} | {'yes' if r.found[side] else 'no'} | {fmt(r.mpjpe_mm.get(side))} | "
-                f"{fmt(r.wrist_error_mm.get(side))} | {fmt(r.root_vector_error_mm)} | {r.views_tried} | "
+                f"| {r.image} | {side} | {'yes' if r.found[side] else 'no'} | {_fmt(r.mpjpe_mm.get(side))} | "
+                f"{_fmt(r.wrist_error_mm.get(side))} | {_fmt(r.root_vector_error_mm)} | {r.views_tried} | "
                 f"{r.seconds:.2f} |"
             )
     n = sum(len(r.found) for r in results)
@@ -134,20 +256,75 @@ def format_table(results: list[FrameResult], title: str) -> str:
     return "\n".join(lines)
 
 
+def format_refiner_table(rows: list[RefinerComparison], title: str) -> str:
+    """Before / after K side by side ("after K" columns: '-' where K did not run)."""
+    lines = [f"### {title}", "",
+             "| image | hand | found | MPJPE (mm) | MPJPE after K (mm) | wrist error (mm) | after K "
+             "| root vector error (mm) | after K | K moved joints by (mm) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        b, a = row.before, row.after
+        for side in b.found:
+            a_mpjpe = a.mpjpe_mm.get(side) if a else None
+            a_wrist = a.wrist_error_mm.get(side) if a else None
+            a_root = a.root_vector_error_mm if a else None
+            note = _fmt(row.k_shift_mm.get(side)) if a else ("no K: one hand" if b.found[side] else "-")
+            lines.append(
+                f"| {b.image} | {side} | {'yes' if b.found[side] else 'no'} | {_fmt(b.mpjpe_mm.get(side))} | "
+                f"{_fmt(a_mpjpe)} | {_fmt(b.wrist_error_mm.get(side))} | {_fmt(a_wrist)} | "
+                f"{_fmt(b.root_vector_error_mm)} | {_fmt(a_root)} | {note} |"
+            )
+    s = refiner_summary(rows)
+    lines += ["",
+              f"recall left {s['recall']['left']}, right {s['recall']['right']}; "
+              f"mean MPJPE of all found hands {_fmt(s['mpjpe_mm_all_found'])} mm",
+              f"K ran on {s['hands_with_k']} hands (frames with both hands found): MPJPE "
+              f"{_fmt(s['mpjpe_mm_before_k'])} -> {_fmt(s['mpjpe_mm_after_k'])} mm, root vector "
+              f"{_fmt(s['root_vector_error_mm_before_k'])} -> {_fmt(s['root_vector_error_mm_after_k'])} mm, "
+              f"mean joint shift {_fmt(s['k_shift_mm'])} mm"]
+    return "\n".join(lines)
+
+
+def refiner_report(rows: list[RefinerComparison], **settings) -> dict:
+    """A JSON-ready record of a before/after-K evaluation."""
+    return {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in settings.items()},
+            "summary": refiner_summary(rows),
+            "frames": [asdict(r) for r in rows]}
+
+
 def main(argv: list[str] | None = None) -> int:
     from core.detect.detector import MediaPipeHandDetector
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default = Path(__file__).resolve().parents[2].parent / "shared/realdata/interhand26m_samples"
     parser.add_argument("samples", nargs="?", default=str(default))
+    parser.add_argument("--weights", default=None,
+                        help="folder of weights with network K (default: the shipped resources/weights)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (network K)")
+    parser.add_argument("--json", default=None,
+                        help="also write the before/after-K results to this JSON file")
+    parser.add_argument("--no-variants", action="store_true",
+                        help="skip the lifting-variant tables; only the before/after-K comparison")
     args = parser.parse_args(argv)
     frames = load_interhand_frames(args.samples)
-    for retries in (False, True):
-        with MediaPipeHandDetector(retries=retries) as det:
-            for snap, ray in ((True, True), (False, True), (False, False)):
-                res = evaluate_frames(frames, det, snap_to_2d=snap, ray_correction=ray)
-                title = f"retries={retries}, snap_to_2d={snap}, ray_correction={ray}"
-                print(format_table(res, title) + "\n")
+    refiner = EngineKeypointRefiner(args.weights, args.device)
+    if not args.no_variants:
+        for retries in (False, True):
+            with MediaPipeHandDetector(retries=retries) as det:
+                for snap, ray in ((True, True), (False, True), (False, False)):
+                    res = evaluate_frames(frames, det, snap_to_2d=snap, ray_correction=ray)
+                    title = f"retries={retries}, snap_to_2d={snap}, ray_correction={ray}"
+                    print(format_table(res, title) + "\n")
+    with MediaPipeHandDetector(retries=True) as det:
+        rows = evaluate_with_refiner(frames, det, refiner)
+    weights = args.weights or "shipped resources/weights"
+    print(format_refiner_table(rows, f"network K ({weights}); retries=True, snap_to_2d=True, "
+                                     "ray_correction=True") + "\n")
+    if args.json:
+        report = refiner_report(rows, samples=args.samples, weights=weights,
+                                device=str(refiner.backend.device), retries=True, snap_to_2d=True,
+                                ray_correction=True)
+        Path(args.json).write_text(json.dumps(report, indent=2))
     return 0
 
 

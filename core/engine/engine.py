@@ -49,7 +49,7 @@ from core.engine.mise import (
 from core.engine.penetration import HandField, penetration_region
 from core.engine.settings import ReconstructionSettings
 from core.engine.skeleton_mask import far_from_skeleton
-from core.errors import ImageError, InputError
+from core.errors import ImageError, InputError, KeypointError
 from core.types import Camera, HandMesh, Reconstruction, TwoHandKeypoints
 
 SIDES = ("left", "right")
@@ -122,6 +122,26 @@ class Engine:
             yield job.stage(settings.resolution, "final")
         except ExtractionCancelled:
             return
+
+    def refine_keypoints(
+        self, image: np.ndarray, camera: Camera, keypoints: TwoHandKeypoints
+    ) -> TwoHandKeypoints:
+        """Network K alone, on the crop the engine makes around ``keypoints`` (the image
+        features land in the cache, so a following :meth:`reconstruct` reuses them).
+        K needs both hands: with one missing, a copy of ``keypoints`` comes back."""
+        if not isinstance(keypoints, TwoHandKeypoints):
+            raise InputError(
+                f"keypoints must be a core.types.TwoHandKeypoints, got {type(keypoints).__name__}"
+            )
+        if not self.backend.has_keypoint_refiner:
+            raise InputError("these weights have no network K (kpts_ref.safetensors)")
+        frames = hand_frames(keypoints)
+        if len(frames) < 2:
+            return keypoints.copy()
+        validate_image(image, camera)
+        with torch.inference_mode():
+            features, _ = self._features(image, camera, frames, with_kpts=True)
+            return self.backend.refine_keypoints(features, keypoints)
 
     # -- image features (cached) ---------------------------------------------------------------
     def _features(
@@ -201,8 +221,13 @@ class _Job:
                 self.timings["keypoint_refiner"] = time.perf_counter() - t
                 if keypoints.left is None or keypoints.right is None:
                     self.notes.append("keypoint refiner skipped: it needs both hands")
-                keypoints = refined
-                frames = hand_frames(keypoints)
+                try:
+                    frames = hand_frames(refined)
+                    keypoints = refined
+                except KeypointError as exc:  # e.g. untrained weights: keep what the user gave
+                    self.notes.append(
+                        f"network K's output was unusable ({exc}); the input keypoints were used"
+                    )
         self.keypoints = keypoints.copy()
         self.frames = frames
         self.refine = self.backend.has_refinement and settings.use_refinement

@@ -1,0 +1,117 @@
+"""Detector + lifting + network K on the real InterHand2.6M samples (true cameras, 3D ground truth)."""
+
+import json
+
+import numpy as np
+import pytest
+from golden import realdata_dir
+
+from core.detect.evaluate_interhand import (
+    SIDES,
+    EngineKeypointRefiner,
+    evaluate_with_refiner,
+    format_refiner_table,
+    load_interhand_frames,
+    refiner_report,
+    refiner_summary,
+    score_keypoints,
+)
+from core.errors import CheckpointError
+from core.types import TwoHandKeypoints
+
+TWO_HAND_IMAGE = "image69148.jpg"
+
+
+@pytest.fixture(scope="module")
+def frames():
+    folder = realdata_dir() / "interhand26m_samples"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not present")
+    return load_interhand_frames(folder)
+
+
+@pytest.fixture(scope="module")
+def refiner():
+    return EngineKeypointRefiner()  # the shipped weights, CPU here
+
+
+@pytest.fixture(scope="module")
+def rows(frames, refiner):
+    from core.detect.detector import MediaPipeHandDetector
+
+    with MediaPipeHandDetector(retries=True) as det:
+        return evaluate_with_refiner(frames, det, refiner)
+
+
+def _image(frame):
+    from core.io.images import load_image_rgb
+
+    return load_image_rgb(frame.image_path)
+
+
+def test_with_k_counts_the_same_images_and_hands_as_without(rows):
+    assert [r.before.image for r in rows] == ["image69148.jpg", "image29590.jpg", "image2017.jpg"]
+    # all four annotated hands are found (with retries), with the right side
+    assert all(all(r.before.found.values()) for r in rows)
+    s = refiner_summary(rows)
+    assert s["recall"] == {"left": "2/2", "right": "2/2"} and s["hands_found"] == 4
+    for r in rows:
+        if r.before.image == TWO_HAND_IMAGE:
+            assert r.after is not None
+            assert r.after.image == r.before.image and r.after.found == r.before.found
+            assert set(r.after.mpjpe_mm) == set(r.before.mpjpe_mm) == set(SIDES)
+            assert r.after.views_tried == r.before.views_tried
+        else:  # one annotated hand: K needs both, so no "after K" entry
+            assert r.after is None and r.k_shift_mm == {}
+    assert s["hands_with_k"] == 2
+
+
+def test_with_k_metrics_are_finite_and_k_moves_joints_a_bounded_amount(rows):
+    (two,) = [r for r in rows if r.after is not None]
+    for side in SIDES:
+        before, after = two.before.mpjpe_mm[side], two.after.mpjpe_mm[side]
+        assert np.isfinite(before) and np.isfinite(after)
+        assert 5.0 < before < 150.0 and 5.0 < after < 150.0
+        # K did run (not a pass-through) and moved joints by millimetres, not centimetres
+        shift = two.k_shift_mm[side]
+        assert 0.05 < shift < 30.0
+        # triangle inequality: |change of wrist-aligned MPJPE| <= mean move + wrist move <= 22 x mean move
+        assert abs(after - before) <= 22 * shift
+    assert np.isfinite(two.after.root_vector_error_mm) and two.after.root_vector_error_mm < 200.0
+    s = refiner_summary(rows)
+    assert s["mpjpe_mm_before_k"] == pytest.approx(np.mean(list(two.before.mpjpe_mm.values())))
+    assert s["mpjpe_mm_after_k"] == pytest.approx(np.mean(list(two.after.mpjpe_mm.values())))
+
+
+def test_refiner_report_and_table(rows):
+    report = json.loads(json.dumps(refiner_report(rows, weights="shipped")))
+    assert len(report["frames"]) == 3 and report["frames"][1]["after"] is None
+    assert report["summary"]["hands_with_k"] == 2
+    table = format_refiner_table(rows, "K")
+    assert table.count("no K: one hand") == 2
+    assert sum(line.startswith("| image") for line in table.splitlines()) == 5  # header + 4 hands
+
+
+def test_k_on_ground_truth_stays_close_and_one_hand_passes_through(frames, refiner):
+    (fr,) = [f for f in frames if f.image_path.name == TWO_HAND_IMAGE]
+    image = _image(fr)
+    gt = TwoHandKeypoints(left=fr.joints_cam_m["left"], right=fr.joints_cam_m["right"])
+    out = refiner(gt, image, fr.camera)
+    for side in SIDES:
+        assert out.hand(side).shape == (21, 3) and np.all(np.isfinite(out.hand(side)))
+        moved_mm = np.linalg.norm(out.hand(side) - gt.hand(side), axis=1) * 1000
+        assert 0.05 < moved_mm.mean() < 30.0
+    scores = score_keypoints(fr, out)
+    assert all(v < 30.0 for v in scores.mpjpe_mm.values())  # GT in, still near GT out
+    one = TwoHandKeypoints(left=gt.left, right=None)
+    same = refiner(one, image, fr.camera)
+    assert same.right is None and np.array_equal(same.left, gt.left) and same.left is not gt.left
+
+
+def test_weights_without_k_raise_checkpoint_error(tmp_path):
+    from core.engine.backends import SHIPPED_WEIGHTS_DIR
+
+    for name in ("ref_occ.safetensors", "encoder.safetensors"):
+        (tmp_path / name).symlink_to(SHIPPED_WEIGHTS_DIR / name)
+    with pytest.raises(CheckpointError, match="no network K"):
+        EngineKeypointRefiner(tmp_path, device="cpu")
