@@ -151,3 +151,21 @@ def test_marching_cubes_in_slabs_equals_one_call():
     triangles1 = {tuple(sorted(map(tuple, np.round(v1[f], 9)))) for f in f1}
     triangles2 = {tuple(sorted(map(tuple, np.round(v2[f], 9)))) for f in f2}
     assert triangles1 == triangles2
+
+
+def test_lattice_values_covering_rekeys_to_a_finer_lattice():
+    store = LatticeValues(64)
+    ijk = np.array([[0, 0, 0], [3, 5, 7], [64, 1, 2], [10, 64, 0]])
+    store.add(ijk, 64, np.array([0.1, 0.2, 0.3, 0.4]))
+    assert store.covering(32) is store  # 32 divides 64: the store serves it as it is
+    fine = store.covering(256)
+    assert fine.resolution == 256 and fine is not store
+    found, values = fine.lookup(ijk * 4, 256)
+    assert found.all() and np.allclose(values, [0.1, 0.2, 0.3, 0.4])
+    found, values = fine.lookup(ijk, 64)  # the same points named on the coarse lattice
+    assert found.all() and np.allclose(values, [0.1, 0.2, 0.3, 0.4])
+    assert not fine.lookup(np.array([[1, 1, 1]]), 256)[0].any()
+    fine.add(np.array([[1, 1, 1]]), 256, np.array([0.9]))  # finer points can be added now
+    assert fine.lookup(np.array([[1, 1, 1]]), 256)[1][0] == np.float32(0.9)
+    with pytest.raises(ValueError):
+        store.covering(96)

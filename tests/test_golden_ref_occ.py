@@ -178,3 +178,32 @@ def test_ref_occ_gradients_reach_r_but_not_frozen_i(case):
         assert grad is not None and grad.abs().sum() > 0, name
     assert all(p.grad is None for p in net.init_occ.parameters())
     net.zero_grad(set_to_none=True)
+
+
+@pytest.mark.parametrize("fps_quirk", [False, True], ids=["clean_fps", "reference_fps_quirk"])
+def test_ref_occ_reused_hand_encoding_equals_a_fresh_one_when_the_other_hand_moves(case, fps_quirk):
+    """encode_anchors(reuse=...) keeps one hand's encoding from an earlier context and only
+    translates it to the new bounding-box centre; the encoder is translation-invariant, so
+    this equals encoding that hand again (the engine's drag path relies on it). With the
+    reference FPS quirk (origin-dependent) the encoder is not invariant: reuse is ignored."""
+    net, hands, cam_K, features = case["net"], case["hands"], case["cam_K"], case["features"]
+    moved = dict(case["anchors"])
+    moved["right"] = moved["right"] + torch.tensor([30.0, -12.0, 8.0])  # mm: the right hand moves
+    before = net.trans_enc.fps_skip_near_origin
+    net.trans_enc.fps_skip_near_origin = fps_quirk
+    try:
+        with torch.no_grad():
+            earlier = net.encode_anchors(features, case["anchors"], hands, cam_K)
+            fresh = net.encode_anchors(features, moved, hands, cam_K)
+            reused = net.encode_anchors(features, moved, hands, cam_K, reuse={"left": earlier})
+    finally:
+        net.trans_enc.fps_skip_near_origin = before
+    assert (earlier.centre - fresh.centre).abs().max() > 1e-3  # metres: the reused anchors moved
+    for side in SIDES:
+        a, b = fresh.encodings[side], reused.encodings[side]
+        torch.testing.assert_close(b.anchors, a.anchors, atol=1e-6, rtol=0)
+        torch.testing.assert_close(b.anchor_feats, a.anchor_feats, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(reused.z_ctx[side], fresh.z_ctx[side], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(reused.encoder_inputs[side], fresh.encoder_inputs[side], atol=1e-6, rtol=0)
+    kept = reused.encodings["left"].z is earlier.encodings["left"].z
+    assert kept != fps_quirk  # reused (not recomputed) exactly when the encoder is invariant

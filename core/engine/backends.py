@@ -160,9 +160,14 @@ class Im2HandsBackend:
         return occ[0].float().cpu().numpy()
 
     def encode_anchors(
-        self, features: ImageFeatures, hands: dict[str, HandFrame], anchors_cam_m: dict[str, np.ndarray]
+        self,
+        features: ImageFeatures,
+        hands: dict[str, HandFrame],
+        anchors_cam_m: dict[str, np.ndarray],
+        reuse: dict[str, AnchorContext] | None = None,
     ) -> AnchorContext:
-        """Both hands' anchors (camera metres) -> R's anchor context (computed once per call)."""
+        """Both hands' anchors (camera metres) -> R's anchor context (computed once per call);
+        ``reuse``: see :meth:`RefOccNet.encode_anchors`."""
         anchors_mm = {
             s: torch.as_tensor(
                 (anchors_cam_m[s] - hands[s].wrist_cam_m) * 1000.0, dtype=torch.float32, device=self.device
@@ -170,7 +175,7 @@ class Im2HandsBackend:
             for s in hands
         }
         inputs = {s: _cached_inputs(hands[s], self.device) for s in hands}
-        return self.ref.encode_anchors(features.ref, anchors_mm, inputs, features.cam_K)
+        return self.ref.encode_anchors(features.ref, anchors_mm, inputs, features.cam_K, reuse=reuse)
 
     def ref_occupancy(
         self,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,19 @@ from core.types import Camera, HandMesh, Reconstruction, TwoHandKeypoints
 
 SIDES = ("left", "right")
 FEATURE_CACHE_SIZE = 2
+HAND_CACHE_SIZE = 4
+
+
+@dataclass
+class _HandState:
+    """What one hand's keypoints yield on one image crop, kept across calls so that dragging
+    a joint of the *other* hand recomputes nothing for this one: network I's values at
+    lattice points, and R's anchors with their encoding (valid for ``anchor_key``)."""
+
+    init_values: LatticeValues
+    anchor_key: tuple | None = None
+    anchors_cam_m: np.ndarray | None = None
+    anchor_context: object | None = None  # the AnchorContext the encoding was made in
 
 
 class Engine:
@@ -68,8 +82,10 @@ class Engine:
         self.device = resolve_device(device)
         self.backend = backend if backend is not None else load_backend(weights, self.device)
         self._cache: OrderedDict[tuple, tuple] = OrderedDict()
+        self._hands: OrderedDict[tuple, _HandState] = OrderedDict()
         self.cache_hits = 0
         self.cache_misses = 0
+        self.hand_cache_hits = 0
 
     @classmethod
     def from_networks(cls, *, ref=None, init=None, kpts=None, halo=None, device: str = "auto") -> Engine:
@@ -84,7 +100,13 @@ class Engine:
         return self.backend.mode
 
     def clear_cache(self) -> None:
+        """Forget image features and per-hand state (I values, anchors)."""
         self._cache.clear()
+        self._hands.clear()
+
+    def clear_hand_cache(self) -> None:
+        """Forget the per-hand state only (image features stay cached)."""
+        self._hands.clear()
 
     # -- public API ----------------------------------------------------------------------------
     def reconstruct(
@@ -140,13 +162,14 @@ class Engine:
             return keypoints.copy()
         validate_image(image, camera)
         with torch.inference_mode():
-            features, _ = self._features(image, camera, frames, with_kpts=True)
+            features, _, _ = self._features(image, camera, frames, with_kpts=True)
             return self.backend.refine_keypoints(features, keypoints)
 
     # -- image features (cached) ---------------------------------------------------------------
     def _features(
         self, image: np.ndarray, camera: Camera, frames: dict[str, HandFrame], with_kpts: bool
-    ) -> tuple[ImageFeatures, bool]:
+    ) -> tuple[ImageFeatures, bool, tuple]:
+        """(features, served from the cache, cache key) of the crop around ``frames``."""
         transform = crop_for_keypoints(camera, [f.joints_cam_m for f in frames.values()])
         digest = image_digest(image)
         camera_key = (np.asarray(camera.K, np.float64).round(6).tobytes(), camera.width, camera.height)
@@ -156,7 +179,7 @@ class Engine:
                     features.kpts = self.backend.kpts.image_features(features.image)
                 self._cache.move_to_end(key)
                 self.cache_hits += 1
-                return features, True
+                return features, True, key
         crop = make_network_crop(image, camera, transform)
         features = self.backend.image_features(crop.crop_u8, crop.cam_K_crop, with_kpts)
         key = (digest, camera_key, transform.origin_px, transform.scale)
@@ -164,7 +187,29 @@ class Engine:
         while len(self._cache) > FEATURE_CACHE_SIZE:
             self._cache.popitem(last=False)
         self.cache_misses += 1
-        return features, False
+        return features, False, key
+
+    def _hand_state(self, features_key, frame: HandFrame, settings, store_resolution: int) -> _HandState:
+        """The cached state of one hand (same image crop, same joints, same lattice), or a
+        fresh one; entries of evicted crops or moved hands simply age out."""
+        key = (
+            features_key,
+            frame.side,
+            np.asarray(frame.joints_cam_m, np.float64).tobytes(),
+            settings.box_padding,
+            settings.mise_resolution0,
+            settings.half_precision,
+        )
+        state = self._hands.get(key)
+        if state is None:
+            state = self._hands[key] = _HandState(LatticeValues(store_resolution))
+        else:
+            self._hands.move_to_end(key)
+            self.hand_cache_hits += 1
+            state.init_values = state.init_values.covering(store_resolution)
+        while len(self._hands) > HAND_CACHE_SIZE:
+            self._hands.popitem(last=False)
+        return state
 
 
 class _Job:
@@ -194,7 +239,7 @@ class _Job:
             )
         self.timings: dict[str, float] = {}
         self.notes: list[str] = []
-        self.evaluations = {"init_occ": 0, "ref_occ": 0, "skipped": 0, "reused": 0}
+        self.evaluations = {"init_occ": 0, "ref_occ": 0, "skipped": 0, "reused": 0, "init_reused": 0}
 
         frames = hand_frames(keypoints)
         if self.backend.needs_image:
@@ -206,12 +251,15 @@ class _Job:
         self.timings["validate"] = time.perf_counter() - t0
 
         self.features = None
+        self.features_key = None  # None in the HALO-only mode (no image)
         self.cache_hit = False
         use_k = settings.use_keypoint_refiner and self.backend.has_keypoint_refiner
         with torch.inference_mode():
             if self.backend.needs_image:
                 t = time.perf_counter()
-                self.features, self.cache_hit = engine._features(image, camera, frames, use_k)
+                self.features, self.cache_hit, self.features_key = engine._features(
+                    image, camera, frames, use_k
+                )
                 self.timings["image_features"] = time.perf_counter() - t
             if settings.use_keypoint_refiner and not use_k:
                 self.notes.append("keypoint refiner asked for but these weights have no network K")
@@ -235,7 +283,11 @@ class _Job:
             self.refine = False
             self.notes.append("one hand only: reconstructed with network I alone (R needs both hands)")
         store_res = max(settings.resolution, settings.preview_resolution, settings.anchor_resolution)
-        self.init_values = {s: LatticeValues(store_res) for s in frames}
+        self.hands = {
+            side: engine._hand_state(self.features_key, frame, settings, store_res)
+            for side, frame in frames.items()
+        }
+        self.init_values = {s: h.init_values for s, h in self.hands.items()}
         self.ref_values = {s: LatticeValues(store_res) for s in frames}
         self.anchor_context = None
         self.anchors_cam_m: dict[str, np.ndarray] = {}
@@ -263,6 +315,7 @@ class _Job:
         store = self.init_values[side]
         found, values = store.lookup(ijk, n)
         missing = ~found
+        self.evaluations["init_reused"] += int(found.sum())
         if missing.any():
             values[missing] = self._batched(
                 lambda p: self.backend.init_occupancy(
@@ -308,14 +361,19 @@ class _Job:
         return HandMesh(vertices=vertices, faces=faces)
 
     def _ensure_anchors(self) -> None:
-        """I meshes at ``anchor_resolution`` -> 512 anchors per hand -> R's anchor context."""
+        """I meshes at ``anchor_resolution`` -> 512 anchors per hand -> R's anchor context.
+        A hand whose state already holds anchors for these settings (its keypoints did not
+        change since an earlier call) keeps them and its encoding."""
         if self.anchor_context is not None or not self.refine:
             return
         s = self.settings
+        anchor_key = (s.anchor_resolution, s.threshold_init, s.num_anchors, s.anchor_seed, s.skip_margin_m)
+        kept = {side: h for side, h in self.hands.items() if h.anchor_key == anchor_key}
         t = time.perf_counter()
         grids = {
             side: self._grid(side, s.anchor_resolution, s.threshold_init, self.init_values[side])
             for side in self.frames
+            if side not in kept
         }
         self._extract(grids, self._init_values)
         meshes = {side: self._mesh(side, g.to_dense()) for side, g in grids.items()}
@@ -327,8 +385,16 @@ class _Job:
                 self.notes.append(f"network I found no {side} hand surface: R skipped, I meshes returned")
                 return
             self.anchors_cam_m[side] = sample_anchors(mesh, s.num_anchors, s.anchor_seed)
+        for side, h in kept.items():
+            self.anchors_cam_m[side] = h.anchors_cam_m
+        reuse = {side: h.anchor_context for side, h in kept.items()}
         with autocast_ctx(self):
-            self.anchor_context = self.backend.encode_anchors(self.features, self.frames, self.anchors_cam_m)
+            self.anchor_context = self.backend.encode_anchors(
+                self.features, self.frames, self.anchors_cam_m, reuse=reuse
+            )
+        for side, h in self.hands.items():
+            h.anchor_key, h.anchors_cam_m = anchor_key, self.anchors_cam_m[side]
+            h.anchor_context = self.anchor_context
         self.timings["anchors"] = time.perf_counter() - t
 
     def _ref_values(self, side: str, points_box: np.ndarray, ijk: np.ndarray, n: int) -> np.ndarray:

@@ -341,6 +341,20 @@ class LatticeValues:
         values[found] = self._val[pos[found]]
         return found, values
 
+    def covering(self, n: int) -> LatticeValues:
+        """A store that can hold points of lattice ``n``: this one when ``n`` divides its
+        lattice, else a copy re-keyed to lattice ``n`` (``n`` a multiple of this one's)."""
+        if self.resolution % n == 0:
+            return self
+        if n % self.resolution:
+            raise ValueError(f"lattice {n} is not a multiple of the store's lattice {self.resolution}")
+        s = self.resolution + 1
+        ijk = np.stack([self._lin // (s * s), (self._lin // s) % s, self._lin % s], -1)
+        out = LatticeValues(n)
+        out._lin = out._key(ijk, self.resolution)  # scaling keeps the keys sorted
+        out._val = self._val.copy()
+        return out
+
     def prior_for(self, n: int) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
         """A ``prior`` for a :class:`MultiResolutionGrid` of resolution ``n``."""
         return lambda ijk: self.lookup(ijk, n)

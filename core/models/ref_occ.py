@@ -229,9 +229,16 @@ class RefOccNet(nn.Module):
         anchors_mm: dict[str, torch.Tensor],
         hands: dict[str, HandInputs],
         cam_K: torch.Tensor,
+        reuse: dict[str, AnchorContext] | None = None,
     ) -> AnchorContext:
         """Encode both hands' anchors (B, 512, 3) (mm, wrist-relative posed frame) and fuse
-        their latents. Both hands are required: each one's context includes the other."""
+        their latents. Both hands are required: each one's context includes the other.
+
+        ``reuse``: side -> an earlier context of the same image features in which that hand
+        had the same anchors and inputs (the other hand may have moved). Its encoding is
+        reused, moved to the new bounding-box centre: the encoder sees only differences of
+        positions (and FPS starts at index 0), so a translation of its input translates its
+        anchors and leaves features and latent unchanged. Not with the FPS origin quirk."""
         for side in SIDES:
             if side not in anchors_mm or side not in hands:
                 raise InputError(f"network R needs anchors and inputs for both hands; {side} is missing")
@@ -247,7 +254,18 @@ class RefOccNet(nn.Module):
         xyz = {s: camera_to_network_frame(cam[s]) for s in SIDES}
         centre = bbox_centre(xyz["left"], xyz["right"])
         inputs, encodings = {}, {}
+        reuse = {} if reuse is None or self.trans_enc.fps_skip_near_origin else reuse
         for side in SIDES:
+            if side in reuse:
+                earlier = reuse[side]
+                shift = (earlier.centre - centre).unsqueeze(1)  # (B, 1, 3)
+                enc = earlier.encodings[side]
+                encodings[side] = AnchorEncoding(
+                    enc.z, enc.anchors + shift, enc.anchor_feats, enc.fps_indices
+                )
+                old_input = earlier.encoder_inputs[side]
+                inputs[side] = torch.cat([old_input[..., :3] + shift, old_input[..., 3:]], dim=-1)
+                continue
             pix = sample_pixel_features(features.feature_map, cam[side], cam_K)
             label = pix.new_tensor(HAND_LABEL[side]).expand(pix.shape[0], pix.shape[1], -1)
             inputs[side] = torch.cat([xyz[side] - centre.unsqueeze(1), pix, label], dim=-1)
