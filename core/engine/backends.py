@@ -9,7 +9,7 @@ meshes and caching lives in :mod:`core.engine.engine`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,9 @@ from core.types import TwoHandKeypoints
 SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "resources" / "weights"
 # Queries per decoder call in R: small chunks keep its (chunk, 10, 200) attention tensors
 # in cache, which is several times faster on CPU than large ones.
+# Our queries come in MISE batches: a fixed depth reference (the wrist) keeps I's output
+# independent of how points are batched (the reference's quirk Q2 is not).
+I_DEPTH_REFERENCE = "wrist"
 REF_DECODER_CHUNK_CPU = 512
 REF_DECODER_CHUNK_CUDA = 65536
 
@@ -104,9 +107,6 @@ class Im2HandsBackend:
         self.ref = None if ref is None else ref.to(device).eval()
         self.init = (self.ref.init_occ if self.ref is not None else init.to(device)).eval()
         self.kpts = None if kpts is None else kpts.to(device).eval()
-        # Our queries come in MISE batches: a fixed depth reference (the wrist) keeps I's
-        # output independent of how points are batched (the reference's quirk Q2 is not).
-        self.init.cfg = replace(self.init.cfg, depth_reference="wrist")
         if self.ref is not None:
             self.ref.trans_dec.query_chunk = (
                 REF_DECODER_CHUNK_CUDA if device.type == "cuda" else REF_DECODER_CHUNK_CPU
@@ -156,7 +156,9 @@ class Im2HandsBackend:
         inputs = _cached_inputs(hand, self.device)
         p = torch.as_tensor(points_box, dtype=torch.float32, device=self.device)[None]
         with autocast(self.device, half):
-            occ = self.init.query(features.init, hand.side, inputs, p, chunk_size=None)
+            occ = self.init.query(
+                features.init, hand.side, inputs, p, chunk_size=None, depth_reference=I_DEPTH_REFERENCE
+            )
         return occ[0].float().cpu().numpy()
 
     def encode_anchors(

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from core.engine.backends import HaloOnlyBackend, Im2HandsBackend
+from core.engine.backends import I_DEPTH_REFERENCE, HaloOnlyBackend, Im2HandsBackend
 from core.engine.engine import sample_anchors
 from core.engine.hands import HandFrame
 from core.engine.image_input import crop_for_keypoints, make_network_crop
@@ -139,7 +139,9 @@ def reference_im2hands(
                 parts = []
                 for i in range(0, len(q), REFERENCE_POINTS_BATCH):
                     p = torch.as_tensor(q[i : i + REFERENCE_POINTS_BATCH], device=backend.device)[None]
-                    init = ref.init_occ.query(init_features, side, hands[side], p, chunk_size=None)
+                    init = ref.init_occ.query(
+                        init_features, side, hands[side], p, None, depth_reference=I_DEPTH_REFERENCE
+                    )
                     occ = ref.query(features, context, side, hands[side], cam_K, p, init_occ=init)
                     parts.append(occ[0].float().cpu().numpy())
                 counter["n"] += len(q)

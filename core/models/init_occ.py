@@ -152,9 +152,12 @@ class InitOccNet(nn.Module):
             p, hand.root_rot_mat, hand.root_xyz, hand.cam_R, hand.cam_T, side, self.cfg.global_scale
         )
 
-    def reference_depth(self, side: str, hand: HandInputs, p: torch.Tensor) -> torch.Tensor:
-        """(B,) camera z subtracted from the query depths (see ``InitOccConfig.depth_reference``)."""
-        if self.cfg.depth_reference == "wrist":
+    def reference_depth(
+        self, side: str, hand: HandInputs, p: torch.Tensor, depth_reference: str | None = None
+    ) -> torch.Tensor:
+        """(B,) camera z subtracted from the query depths (``depth_reference``: None = the
+        config's, see ``InitOccConfig.depth_reference``)."""
+        if (depth_reference or self.cfg.depth_reference) == "wrist":
             return camera_ops.wrist_to_camera(hand.root_xyz, hand.cam_R, hand.cam_T, side)[:, 2]
         return self.camera_points(side, hand, p[:, :1])[:, 0, 2]  # quirk Q2: query 0 of the call
 
@@ -183,16 +186,19 @@ class InitOccNet(nn.Module):
         p: torch.Tensor,
         chunk_size: int | None = 32768,
         details: bool = False,
+        depth_reference: str | None = None,
     ) -> torch.Tensor | InitOccQueryResult:
         """Occupancy (B, N) of canonical normalised points p (B, N, 3) for one hand.
 
         Points are evaluated ``chunk_size`` at a time (None: all at once). The depth
-        reference is fixed once per call, so the result does not depend on ``chunk_size``.
+        reference is fixed once per call, so the result does not depend on ``chunk_size``;
+        ``depth_reference`` overrides the config's for this call ("wrist" makes the result
+        independent of how the caller batches points, unlike the reference's Q2).
         With ``details`` returns an :class:`InitOccQueryResult`."""
         if p.dim() != 3 or p.shape[-1] != 3 or p.shape[0] != hand.batch_size or p.shape[1] == 0:
             raise InputError(f"query points must be (B={hand.batch_size}, N>0, 3), got {tuple(p.shape)}")
         p = p.to(torch.float32)
-        ref_depth = self.reference_depth(side, hand, p)
+        ref_depth = self.reference_depth(side, hand, p, depth_reference)
         N = p.shape[1]
         step = N if not chunk_size else max(1, int(chunk_size))
         parts = []
