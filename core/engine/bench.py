@@ -135,11 +135,7 @@ def _fields_from_grids(frames, grids: dict[str, DenseGrid]) -> dict[str, HandFie
 
 def _engine_fields(engine: Engine, image, camera, keypoints, settings) -> tuple[Reconstruction, dict]:
     """A final reconstruction plus each hand's occupancy field (for IoU)."""
-    from core.engine.engine import _Job
-
-    job = _Job(engine, image, camera, keypoints, settings, None)
-    rec = job.stage(settings.resolution, "final")
-    return rec, job.fields
+    return engine.reconstruct_with_fields(image, camera, keypoints, settings)
 
 
 def bench_engine(engine: Engine, image, camera, keypoints, settings: ReconstructionSettings) -> dict:

@@ -121,6 +121,21 @@ class Engine:
         job = _Job(self, image, camera, keypoints, settings, None)
         return job.stage(settings.resolution, "final")
 
+    def reconstruct_with_fields(
+        self,
+        image: np.ndarray | None,
+        camera: Camera,
+        keypoints: TwoHandKeypoints,
+        settings: ReconstructionSettings | None = None,
+    ) -> tuple[Reconstruction, dict[str, HandField]]:
+        """:meth:`reconstruct` plus each hand's occupancy field behind the meshes
+        (:class:`~core.engine.penetration.HandField`: inside tests at camera-frame points),
+        for evaluations and comparisons."""
+        settings = settings or ReconstructionSettings()
+        job = _Job(self, image, camera, keypoints, settings, None)
+        rec = job.stage(settings.resolution, "final")
+        return rec, job.fields
+
     def reconstruct_progressive(
         self,
         image: np.ndarray | None,

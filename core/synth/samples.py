@@ -10,6 +10,7 @@ half near the surface with sigma = 0.01 normalised units = 4 mm) -> noisy keypoi
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -100,7 +101,38 @@ def _random_camera_pose(rng: np.random.Generator, cfg: SynthConfig) -> tuple[np.
     return rotation, np.array([tx * z, ty * z, z])
 
 
+def posed_scene(rng: np.random.Generator, cfg: SynthConfig) -> SynthScene:
+    """The first draws of a sample from ``rng``: a two-hand scene in the camera frame."""
+    scene = sample_scene(rng, cfg.interaction)
+    rotation, translation = _random_camera_pose(rng, cfg)
+    return scene.transformed(rotation, translation)
+
+
+def ground_truth_scene(seed: int, config: SynthConfig | None = None) -> SynthScene:
+    """The scene behind ``generate_sample(seed, config)`` (same draws), for its exact geometry."""
+    with torch_threads(1), torch.no_grad():
+        return posed_scene(np.random.default_rng(seed), config or SynthConfig())
+
+
+def scene_occupancy(scene: SynthScene) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """Per side, the exact inside test of the contact-resolved hand: (M, 3) camera-frame
+    metres -> (M,) bool (the ground truth the training labels and meshes come from)."""
+    models = scene.hand_models()
+    fields = {s: _hand_fields(models, s) for s in HAND_SIDES}
+
+    def inside(side: str) -> Callable[[np.ndarray], np.ndarray]:
+        def test(points_cam_m: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                points = torch.as_tensor(np.asarray(points_cam_m), dtype=torch.float64)
+                return (fields[side](points)[1] < 0).numpy()
+
+        return test
+
+    return {s: inside(s) for s in HAND_SIDES}
+
+
 def _hand_fields(models: dict[str, HandModel], side: str):
+    """(own raw SDF, contact-resolved SDF) of ``side`` at camera-frame points (torch, metres)."""
     other = "right" if side == "left" else "left"
 
     def raw_and_resolved(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,7 +144,7 @@ def _hand_fields(models: dict[str, HandModel], side: str):
     return raw_and_resolved
 
 
-def _surface_points(verts: np.ndarray, faces: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+def surface_points(verts: np.ndarray, faces: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` points uniformly distributed over the mesh surface (area-weighted)."""
     tri = verts[faces].astype(np.float64)
     area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
@@ -216,7 +248,7 @@ def _occupancy_samples(
 ) -> OccupancySamples:
     halo = canonicalize_hand(joints, side)
     uniform = rng.uniform(-BOX_HALF_NORM, BOX_HALF_NORM, size=(cfg.n_uniform, 3))
-    on_surface = _surface_points(verts, faces, cfg.n_surface, rng)
+    on_surface = surface_points(verts, faces, cfg.n_surface, rng)
     near = posed_m_to_canon_norm(torch.as_tensor(on_surface), halo.root_rot_mat, halo.wrist_m, side).numpy()
     near = near + rng.normal(0, cfg.surface_sigma_norm, size=near.shape)
     points = np.vstack([uniform, near]).astype(np.float32)
@@ -232,9 +264,7 @@ def generate_sample(seed: int, config: SynthConfig | None = None) -> SynthSample
     cfg = config or SynthConfig()
     rng = np.random.default_rng(seed)
     with torch_threads(1), torch.no_grad():
-        scene: SynthScene = sample_scene(rng, cfg.interaction)
-        rotation, translation = _random_camera_pose(rng, cfg)
-        scene = scene.transformed(rotation, translation)
+        scene = posed_scene(rng, cfg)
         kp = {"left": scene.keypoints_left_m, "right": scene.keypoints_right_m}
         models = scene.hand_models()
         fields = {s: _hand_fields(models, s) for s in HAND_SIDES}

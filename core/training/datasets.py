@@ -34,8 +34,7 @@ import torch
 from core.engine.image_input import crop_for_keypoints, make_network_crop
 from core.errors import InputError
 from core.hand.joints import HAND_SIDES, MANO_WRIST
-from core.synth.samples import OccupancySamples, SynthConfig, SynthSample, generate_sample
-from core.synth.samples import _surface_points as surface_points  # area-weighted surface sampler
+from core.synth.samples import OccupancySamples, SynthConfig, SynthSample, generate_sample, surface_points
 from core.types import Camera, HandMesh, TwoHandKeypoints
 
 ANCHOR_NOISE_MM = 2.0  # jitter of anchors sampled on the ground-truth surface (see sample_anchors)

@@ -28,10 +28,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import torch
 from scipy.spatial import cKDTree
 
-from core.engine.engine import Engine, _Job
+from core.engine.engine import Engine
 from core.engine.settings import ReconstructionSettings
 from core.errors import InputError
 from core.hand.joints import HAND_SIDES, MANO_MIDDLE_MCP
@@ -128,25 +127,18 @@ def iou_points(gt_mesh: HandMesh, n: int, rng: np.random.Generator) -> np.ndarra
 def synthetic_samples(first_seed: int, count: int) -> Iterator[EvalSample]:
     """Test samples ``first_seed .. first_seed + count - 1`` of the synthetic generator with
     their exact contact-resolved occupancy (the scene's signed distances)."""
-    from core.synth.samples import SynthConfig, _hand_fields, _random_camera_pose, generate_sample
-    from core.synth.scenes import sample_scene
+    from core.synth.samples import SynthConfig, generate_sample, ground_truth_scene, scene_occupancy
 
     cfg = SynthConfig(keep_meshes=True)
     for seed in range(first_seed, first_seed + count):
         sample = generate_sample(seed, cfg)
-        # The scene again, as generate_sample draws it, for its exact occupancy.
-        rng = np.random.default_rng(seed)
-        scene = sample_scene(rng, cfg.interaction)
-        rotation, translation = _random_camera_pose(rng, cfg)
-        scene = scene.transformed(rotation, translation)
+        scene = ground_truth_scene(seed, cfg)  # the same draws: its exact occupancy
         if not np.allclose(scene.keypoints_left_m, sample.keypoints.left):
             raise RuntimeError("the synthetic scene could not be reproduced for its ground truth")
-        models = scene.hand_models()
-        fields = {s: _hand_fields(models, s) for s in HAND_SIDES}
+        inside = scene_occupancy(scene)
 
-        def occupancy(side: str, points_cam_m: np.ndarray, fields=fields) -> np.ndarray:
-            with torch.no_grad():
-                return (fields[side](torch.as_tensor(points_cam_m, dtype=torch.float64))[1] < 0).numpy()
+        def occupancy(side: str, points_cam_m: np.ndarray, inside=inside) -> np.ndarray:
+            return inside[side](points_cam_m)
 
         yield EvalSample(
             f"synthetic:{seed}", sample.image, sample.camera, sample.keypoints, sample.noisy_keypoints,
@@ -159,9 +151,7 @@ def synthetic_samples(first_seed: int, count: int) -> Iterator[EvalSample]:
 # ----------------------------------------------------------------------------------------
 def _reconstruct_with_fields(engine: Engine, sample: EvalSample, keypoints, settings):
     """A final-stage reconstruction and each hand's inside test (the engine's own fields)."""
-    job = _Job(engine, sample.image, sample.camera, keypoints, settings, None)
-    rec: Reconstruction = job.stage(settings.resolution, "final")
-    return rec, job.fields
+    return engine.reconstruct_with_fields(sample.image, sample.camera, keypoints, settings)
 
 
 def score_hand(
