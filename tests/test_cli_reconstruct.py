@@ -125,3 +125,18 @@ def test_bench_quick_reports_the_promised_keys(tmp_path, halo_path):
     assert report["mesh_iou_vs_reference"] > 0.999 and report["chamfer_mm_vs_reference"] < 0.01
     assert halo["final_evaluations"]["init_occ"] < halo["reference_evaluations"]
     assert report["preview_s"] > 0 and report["drag_update_s"] > 0 and report["bench_wall_s"] < 60
+
+
+def test_bench_against_the_official_codes_timings_uses_the_same_work(halo_path):
+    import torch
+
+    from core.engine.bench import bench_vs_official_code
+
+    report = bench_vs_official_code(torch.device("cpu"), skip_margin_m=None, max_poses=1)
+    if report is None:
+        pytest.skip("golden timing.json / halo_base.npz not present")
+    row = report["per_pose"][0]
+    # Same rule, same checkpoint, same matrices: the same points and the official mesh.
+    assert row["our_evaluations"] == row["official_evaluations"] > 50_000
+    assert report["worst_chamfer_mm_vs_official_mesh"] < 1e-3
+    assert report["official_mean_s"] > 1.0 and report["speedup_vs_official_code"] > 0

@@ -259,6 +259,91 @@ def bench_im2hands(device: torch.device, resolution: int = 256, preview: int = 6
     return out
 
 
+def golden_dir() -> Path:
+    return Path(os.environ.get("IM2HANDS_GOLDEN_DIR", shared_dir() / "golden"))
+
+
+def _halo_mesh_box(net, mats, lengths, skip, device) -> tuple[tuple[np.ndarray, np.ndarray], int]:
+    """One HALO base mesh (box coordinates) by MISE 32 -> 256 at the reference settings."""
+    from core.engine.marching import extract_mesh_box
+    from core.engine.mise import MultiResolutionGrid, run_multiresolution
+
+    grid = MultiResolutionGrid(32, 3, 0.5, 1.1, skip_outside=skip)
+
+    def evaluate(queries):
+        with torch.inference_mode():
+            p = [torch.from_numpy(q)[None].to(device) for q in queries]
+            return [net(q, mats, lengths)[0].float().cpu().numpy() for q in p]
+
+    n_eval = run_multiresolution([grid], evaluate)
+    return extract_mesh_box(grid.to_dense()), n_eval
+
+
+def bench_vs_official_code(
+    device: torch.device, skip_margin_m: float | None = 0.05, max_poses: int | None = None
+) -> dict | None:
+    """Our HALO-only extraction against the **official code's own timings** (golden
+    ``timing.json``: HALO's generator on this machine kind, per pose, MISE 32 -> 256) on the
+    same poses, matrices and checkpoint, with the mesh agreement (symmetric Chamfer, mm)
+    against the official meshes where the golden set has them. None without the golden set."""
+    import json
+
+    from scipy.spatial import cKDTree
+
+    from core.engine.skeleton_mask import far_from_skeleton
+    from core.models.halo_base import load_halo_base_net
+
+    folder = golden_dir()
+    if not (folder / "timing.json").is_file() or not (folder / "halo_base.npz").is_file():
+        return None
+    if not halo_checkpoint().is_file():
+        return None
+    official = json.loads((folder / "timing.json").read_text())["halo_base_mise"]["timing"][:max_poses]
+    data = np.load(folder / "halo_base.npz")
+    net = load_halo_base_net(halo_checkpoint(), device)
+    rows = []
+    for entry in official:
+        i = int(entry["pose_index"])
+        mats = torch.from_numpy(data["unpose_mat"][i : i + 1]).double().to(device)
+        lengths = torch.from_numpy(data["bone_lengths"][i : i + 1]).float().to(device)
+        skip = None
+        if skip_margin_m is not None:
+            n = data["normalization_mat"][i].astype(np.float64)
+            joints_box = (data["kps_mano_m"][i].astype(np.float64) @ n[:3, :3].T + n[:3, 3]) / 0.4
+            skip = far_from_skeleton(joints_box, skip_margin_m / 0.4)
+
+        ((verts, _), n_eval), seconds = _timed(
+            lambda m=mats, b=lengths, k=skip: _halo_mesh_box(net, m, b, k, device), device
+        )
+        row = {
+            "pose_index": i,
+            "official_s": entry["wall_time_s"],
+            "ours_s": seconds,
+            "official_evaluations": entry["evaluated_points"],
+            "our_evaluations": n_eval,
+        }
+        key = f"mesh{i:02d}_verts_canon_norm"
+        if key in data.files:
+            gv = data[key]
+            chamfer = 0.5 * (cKDTree(gv).query(verts)[0].mean() + cKDTree(verts).query(gv)[0].mean())
+            row["chamfer_mm_vs_official_mesh"] = float(chamfer * 400.0)  # 1 normalised unit = 0.4 m
+        rows.append(row)
+    official_s = float(np.mean([r["official_s"] for r in rows]))
+    ours_s = float(np.mean([r["ours_s"] for r in rows]))
+    chamfers = [r["chamfer_mm_vs_official_mesh"] for r in rows if "chamfer_mm_vs_official_mesh" in r]
+    return {
+        "what": "HALO base MISE 32->256 per hand, official checkpoint, golden poses; official times "
+        "from golden timing.json (the official code on this machine kind)",
+        "skip_margin_m": skip_margin_m,
+        "poses": len(rows),
+        "official_mean_s": official_s,
+        "ours_mean_s": ours_s,
+        "speedup_vs_official_code": official_s / ours_s,
+        "worst_chamfer_mm_vs_official_mesh": max(chamfers) if chamfers else None,
+        "per_pose": rows,
+    }
+
+
 RESNET50_UNLOADED_S = 0.077  # environment.md: 73-81 ms for 1x3x256x256 on this machine kind, idle
 
 
@@ -306,6 +391,8 @@ def run_benchmark(
     report["calibration_before"] = machine_calibration(dev)
     t = time.perf_counter()
     report["halo_only"] = bench_halo(quick, dev, resolution) if "halo" in parts else None
+    if "halo" in parts and not quick:
+        report["halo_vs_official_code"] = bench_vs_official_code(dev)
     report["im2hands"] = None if quick or "im2hands" not in parts else bench_im2hands(dev, resolution)
     main = report["im2hands"] or report["halo_only"]
     if main is None:
