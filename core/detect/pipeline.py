@@ -68,17 +68,19 @@ class VideoFrameResult:
     keypoints: TwoHandKeypoints  # smoothed (carried-over hands included)
     raw: DetectedHands  # this frame's own detection and lifting
     carried: dict[str, bool]  # side -> the hand was carried over from earlier frames
+    relabelled: bool = False  # the detector's sides were swapped to follow the tracks
 
 
 def detect_video(path: str | Path, camera: Camera | None = None, every: int = 1,
                  max_frames: int | None = None, detector: HandDetector | None = None,
                  smoother: TwoHandSmoother | None = None) -> Iterator[VideoFrameResult]:
     """Detection on every ``every``-th frame (at most ``max_frames``) with One-Euro
-    smoothing; a hand missing in a frame is carried over for a few frames."""
+    smoothing; a hand missing in a frame is carried over for a few frames, and sides follow
+    the tracks when the detector swaps them (see :class:`TwoHandSmoother`)."""
     smoother = smoother if smoother is not None else TwoHandSmoother()
     with VideoReader(path) as video:
         for index, frame in video.frames(every=every, max_frames=max_frames):
             raw = detect_image(frame, camera, detector)
             t = video.time_of(index)
             smoothed = smoother(raw.keypoints, t)
-            yield VideoFrameResult(index, t, smoothed, raw, dict(smoother.carried))
+            yield VideoFrameResult(index, t, smoothed, raw, dict(smoother.carried), smoother.relabelled)

@@ -59,24 +59,78 @@ class TwoHandSmoother:
     ``reset_jump_m`` at the wrist (a different hand or a detector swap), restarts its filter.
 
     Defaults are for metres: at rest the cutoff is 1.5 Hz; ``beta`` = 2 raises it by 2 Hz per
-    m/s of hand speed."""
+    m/s of hand speed.
+
+    ``track_sides``: a per-frame detector can swap the two labels, or label a lone hand with
+    the other side. Before filtering, the sides are re-assigned from the tracks: two hands are
+    swapped when the crossed assignment fits the last wrists at least ``swap_ratio`` times
+    better; a lone hand within ``lone_hand_radius_m`` of the other side's last wrist (and
+    ``swap_ratio`` times closer to it than to its own side's) is the same physical hand as
+    that track: it takes that side when the track is established (seen in at least
+    ``min_track_frames`` frames in a row), else the short track was the mislabel and is
+    dropped instead of being carried over as a ghost. Each frame's decision is in
+    :attr:`relabelled`."""
 
     def __init__(self, min_cutoff_hz: float = 1.5, beta: float = 2.0, d_cutoff_hz: float = 1.0,
-                 max_carry_frames: int = 10, reset_jump_m: float = 0.15):
+                 max_carry_frames: int = 10, reset_jump_m: float = 0.15, track_sides: bool = True,
+                 swap_ratio: float = 2.0, lone_hand_radius_m: float = 0.05, min_track_frames: int = 5):
         self.max_carry_frames = max_carry_frames
         self.reset_jump_m = reset_jump_m
+        self.track_sides = track_sides
+        self.swap_ratio = swap_ratio
+        self.lone_hand_radius_m = lone_hand_radius_m
+        self.min_track_frames = min_track_frames
+        self._seen = {"left": 0, "right": 0}  # frames in a row each track was detected
+        self.relabelled = False  # the last frame's sides were re-assigned from the tracks
         self._filters = {s: OneEuroFilter(min_cutoff_hz, beta, d_cutoff_hz) for s in ("left", "right")}
         self._last: dict[str, np.ndarray | None] = {"left": None, "right": None}
         self._missing = {"left": 0, "right": 0}
         self.carried: dict[str, bool] = {"left": False, "right": False}  # in the last output
 
+    def assign_sides(self, keypoints: TwoHandKeypoints) -> TwoHandKeypoints:
+        """``keypoints`` with the sides the tracks imply (see the class docstring)."""
+        hands = {s: keypoints.hand(s) for s in ("left", "right")}
+        last = self._last
+        wrist = {s: None if hands[s] is None else np.asarray(hands[s], np.float64)[0] for s in hands}
+        swap = False
+        if all(w is not None for w in wrist.values()) and all(v is not None for v in last.values()):
+            direct = sum(np.linalg.norm(wrist[s] - last[s][0]) for s in ("left", "right"))
+            crossed = np.linalg.norm(wrist["left"] - last["right"][0]) + np.linalg.norm(
+                wrist["right"] - last["left"][0]
+            )
+            swap = crossed * self.swap_ratio < direct
+        else:
+            present = [s for s in wrist if wrist[s] is not None]
+            if len(present) == 1:
+                own = present[0]
+                other = "right" if own == "left" else "left"
+                if last[other] is not None:
+                    to_other = np.linalg.norm(wrist[own] - last[other][0])
+                    to_own = np.inf if last[own] is None else np.linalg.norm(wrist[own] - last[own][0])
+                    same_hand = to_other <= self.lone_hand_radius_m and to_other * self.swap_ratio < to_own
+                    swap = same_hand and self._seen[other] >= self.min_track_frames
+                    if same_hand and not swap:  # the short other track was this hand mislabelled
+                        self._drop(other)
+        self.relabelled = bool(swap)
+        if not swap:
+            return keypoints
+        return TwoHandKeypoints(left=hands["right"], right=hands["left"])
+
+    def _drop(self, side: str) -> None:
+        self._last[side] = None
+        self._filters[side].reset()
+        self._seen[side] = 0
+
     def __call__(self, keypoints: TwoHandKeypoints, t_s: float) -> TwoHandKeypoints:
+        if self.track_sides:
+            keypoints = self.assign_sides(keypoints)
         out = {}
         for side in ("left", "right"):
             x = keypoints.hand(side)
             flt = self._filters[side]
             last = self._last[side]
             if x is None:
+                self._seen[side] = 0
                 self._missing[side] += 1
                 keep = last is not None and self._missing[side] <= self.max_carry_frames
                 if not keep:
@@ -89,6 +143,7 @@ class TwoHandSmoother:
             if last is None or np.linalg.norm(x[0] - last[0]) > self.reset_jump_m:
                 flt.reset()
             self._missing[side] = 0
+            self._seen[side] += 1
             self._last[side] = flt(x, t_s)
             out[side] = self._last[side].copy()
             self.carried[side] = False
