@@ -140,3 +140,16 @@ def test_bench_against_the_official_codes_timings_uses_the_same_work(halo_path):
     assert row["our_evaluations"] == row["official_evaluations"] > 50_000
     assert report["worst_chamfer_mm_vs_official_mesh"] < 1e-3
     assert report["official_mean_s"] > 1.0 and report["speedup_vs_official_code"] > 0
+
+
+def test_bench_of_network_i_against_the_official_codes_timings_runs_on_the_golden_inputs():
+    import torch
+
+    from core.engine.bench import bench_init_vs_official_code
+
+    report = bench_init_vs_official_code(torch.device("cpu"), max_samples=1, resolution=64, no_skipping=False)
+    if report is None:
+        pytest.skip("golden weights / timing.json not present")
+    row = report["per_sample"][0]
+    assert row["official_evaluations"] > 200_000 and 1_000 < row["our_evaluations"] < 60_000  # 64^3 here
+    assert report["ours_mean_s"] > 0 and report["official_mean_s"] > 5.0

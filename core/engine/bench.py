@@ -344,6 +344,76 @@ def bench_vs_official_code(
     }
 
 
+def bench_init_vs_official_code(
+    device: torch.device, max_samples: int | None = None, resolution: int = 256, no_skipping: bool = True
+) -> dict | None:
+    """Network I alone (official architecture, the golden state dict) on the two golden
+    images against the official code's own I-MISE timings (golden ``timing.json``: both hands
+    of one image, MISE 32 -> 256, this machine kind). The inputs are the golden 256 px crops
+    and keypoints; the engine re-crops them (hands fill 80 %) and fixes I's depth reference
+    at the wrist (the reference's Q2 uses each batch's first query), so the fields -- and the
+    point counts -- differ slightly: a timing comparison, not a mesh comparison."""
+    import json
+
+    from core.models.init_occ import InitOccNet
+
+    folder = golden_dir()
+    needed = [folder / n for n in ("timing.json", "two_hand_batch.npz", "weights")]
+    if not all(p.exists() for p in needed):
+        return None
+    try:
+        from tests.golden import official_state_dict  # development checkouts only
+
+        net = InitOccNet()
+        net.load_state_dict(official_state_dict("init_occ"))
+    except Exception:  # no golden state dict here
+        return None
+    official = json.loads((folder / "timing.json").read_text()).get("init_occ_mise")
+    if not official:
+        return None
+    batch = np.load(folder / "two_hand_batch.npz")
+    engine = Engine.from_networks(init=net, device=str(device))
+    rows = []
+    variants = (("", 0.05), ("_no_skipping", None)) if no_skipping else (("", 0.05),)
+    for entry in official[:max_samples]:
+        b = int(entry["sample"])
+        R = batch["cam_R"][b].astype(np.float64)
+        T = batch["cam_T"][b].astype(np.float64)
+        keypoints = TwoHandKeypoints(
+            left=batch["pred_left_joints_mano_m"][b] @ R.T + T,
+            right=batch["pred_right_joints_mano_m"][b] @ R.T + T,
+        )
+        image = batch["img_rgb_u8"][b]
+        camera = Camera(K=batch["cam_K"][b], width=image.shape[1], height=image.shape[0])
+        row = {
+            "sample": b,
+            "official_s": entry["wall_time_s"],
+            "official_evaluations": entry["evaluated_points_both_hands"],
+        }
+        for name, margin in variants:
+            settings = ReconstructionSettings(
+                resolution=resolution, use_refinement=False, device=str(device), skip_margin_m=margin
+            )
+            engine.clear_cache()
+            run = lambda s=settings, k=keypoints, i=image, c=camera: engine.reconstruct(i, c, k, s)  # noqa: E731
+            rec, seconds = _timed(run, device)
+            row[f"ours{name}_s"] = seconds
+            row[f"our{name}_evaluations"] = rec.settings["evaluations"]["init_occ"]
+        rows.append(row)
+    official_s = float(np.mean([r["official_s"] for r in rows]))
+    ours_s = float(np.mean([r["ours_s"] for r in rows]))
+    no_skip_s = float(np.mean([r["ours_no_skipping_s"] for r in rows])) if no_skipping else None
+    return {
+        "what": f"network I alone, both hands at {resolution}, official architecture, golden (random) "
+        "weights, golden inputs; official times (256) from golden timing.json",
+        "official_mean_s": official_s,
+        "ours_mean_s": ours_s,
+        "ours_no_skipping_mean_s": no_skip_s,
+        "speedup_vs_official_code": official_s / ours_s,
+        "per_sample": rows,
+    }
+
+
 RESNET50_UNLOADED_S = 0.077  # environment.md: 73-81 ms for 1x3x256x256 on this machine kind, idle
 
 
@@ -393,6 +463,8 @@ def run_benchmark(
     report["halo_only"] = bench_halo(quick, dev, resolution) if "halo" in parts else None
     if "halo" in parts and not quick:
         report["halo_vs_official_code"] = bench_vs_official_code(dev)
+    if "im2hands" in parts and not quick:
+        report["init_vs_official_code"] = bench_init_vs_official_code(dev)
     report["im2hands"] = None if quick or "im2hands" not in parts else bench_im2hands(dev, resolution)
     main = report["im2hands"] or report["halo_only"]
     if main is None:
