@@ -169,3 +169,18 @@ def test_lattice_values_covering_rekeys_to_a_finer_lattice():
     assert fine.lookup(np.array([[1, 1, 1]]), 256)[1][0] == np.float32(0.9)
     with pytest.raises(ValueError):
         store.covering(96)
+
+
+def test_skeleton_predicate_with_its_lookup_grid_equals_the_exact_distance_test():
+    rng = np.random.default_rng(3)
+    joints = rng.normal(0, 0.15, (21, 3))  # any skeleton: the bound must hold for every point
+    margin = 0.12
+    predicate = far_from_skeleton(joints, margin)
+    from core.engine.skeleton_mask import SEGMENTS_MANO
+
+    seg = np.asarray(SEGMENTS_MANO)
+    points = rng.uniform(-0.6, 0.6, (200_000, 3))
+    exact = distance_to_segments(points, joints[seg[:, 0]], joints[seg[:, 1]]) > margin
+    fast = predicate(points)
+    assert np.array_equal(fast, exact)
+    assert 0.1 < exact.mean() < 0.95  # both kinds of points are tested
