@@ -205,12 +205,18 @@ class MultiResolutionGrid:
         for level, n in enumerate(self._level_sizes):
             size = 2 ** (self.depth - level)
             q, r = np.divmod(ijk, size)
+            on_face = r == 0  # (M, 3): on a voxel face along that axis, so shared with the voxel below
             for shift in _NEIGHBOUR_SHIFTS:
-                v = q + shift
-                ok = np.all((v >= 0) & (v < n), axis=1) & np.all((shift == 0) | (r == 0), axis=1)
-                vl = (v[ok, 0] * n + v[ok, 1]) * n + v[ok, 2]
-                self._pos[level][vl[pos[ok]]] = True
-                self._neg[level][vl[neg[ok]]] = True
+                moved = shift != 0
+                # a point belongs to the voxel shifted by -1 along an axis only when it lies
+                # on that face; most points lie inside one voxel and only take shift 0
+                rows = np.flatnonzero(np.all(on_face[:, moved], axis=1)) if moved.any() else slice(None)
+                v = q[rows] + shift
+                ok = np.all((v >= 0) & (v < n), axis=1)
+                v = v[ok]
+                vl = (v[:, 0] * n + v[:, 1]) * n + v[:, 2]
+                self._pos[level][vl[pos[rows][ok]]] = True
+                self._neg[level][vl[neg[rows][ok]]] = True
 
     def _subdivide(self) -> np.ndarray:
         """Split every flagged leaf; return the sorted new lattice points (linear)."""
