@@ -78,14 +78,19 @@ class HaloOnlyBackend:
     def image_features(self, crop_u8: np.ndarray, cam_K_crop: np.ndarray) -> ImageFeatures:
         raise NotImplementedError("the HALO-only mode uses no image")
 
-    def init_occupancy(self, features, hand: HandFrame, points_box: np.ndarray, half: bool) -> np.ndarray:
+    def init_occupancy(
+        self, features, hand: HandFrame, points_box: np.ndarray, half: bool, exact: bool = False
+    ) -> np.ndarray:
+        """HALO's occupancy at box points. The decoder runs in its folded order (~1.7x faster;
+        occupancies within ~1e-5 of the exact order) unless ``exact``: the HALO repo's own
+        float32 order, as the reference path uses."""
         cached = getattr(hand, "_halo_base_inputs", None)
         if cached is None:
             cached = hand._halo_base_inputs = hand.halo_base_inputs(self.device)
         mats, lengths = cached
         p = torch.as_tensor(points_box, dtype=torch.float32, device=self.device)[None]
         with autocast(self.device, half):
-            return self.net(p, mats, lengths)[0].float().cpu().numpy()
+            return self.net(p, mats, lengths, fold=None if exact else True)[0].float().cpu().numpy()
 
 
 class Im2HandsBackend:

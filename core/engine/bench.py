@@ -273,7 +273,7 @@ def _halo_mesh_box(net, mats, lengths, skip, device) -> tuple[tuple[np.ndarray, 
     def evaluate(queries):
         with torch.inference_mode():
             p = [torch.from_numpy(q)[None].to(device) for q in queries]
-            return [net(q, mats, lengths)[0].float().cpu().numpy() for q in p]
+            return [net(q, mats, lengths, fold=True)[0].float().cpu().numpy() for q in p]  # as the engine
 
     n_eval = run_multiresolution([grid], evaluate)
     return extract_mesh_box(grid.to_dense()), n_eval

@@ -76,7 +76,7 @@ def reference_halo(
     steps = int(round(np.log2(resolution / resolution0)))
     grids = _grids(frames, resolution0, steps, threshold, box_size)
     with torch.inference_mode():
-        n = _run(grids, lambda side, q: backend.init_occupancy(None, frames[side], q, False))
+        n = _run(grids, lambda side, q: backend.init_occupancy(None, frames[side], q, False, exact=True))
     meshes, dense = _meshes(frames, grids)
     return {"meshes": meshes, "grids": dense, "seconds": time.perf_counter() - t0, "evaluations": n}
 

@@ -31,9 +31,11 @@ class HaloBaseNet(nn.Module):
         self.decoder = HaloPartDecoder(cfg)
 
     def part_logits(
-        self, p: torch.Tensor, unpose_mats: torch.Tensor, bone_lengths: torch.Tensor
+        self, p: torch.Tensor, unpose_mats: torch.Tensor, bone_lengths: torch.Tensor, fold: bool | None = None
     ) -> torch.Tensor:
-        return self.decoder(p, unpose_mats, bone_lengths)
+        """``fold``: the decoder's evaluation order (None: its default, the exact float32 order
+        of the HALO repo for the official checkpoint; True: the folded fast order)."""
+        return self.decoder(p, unpose_mats, bone_lengths, fold=fold)
 
     def part_probs(
         self, p: torch.Tensor, unpose_mats: torch.Tensor, bone_lengths: torch.Tensor
@@ -41,8 +43,10 @@ class HaloBaseNet(nn.Module):
         """Per-part sigmoid (B, N, 16) (official ``decode(..., reduce_part=False)``)."""
         return torch.sigmoid(self.part_logits(p, unpose_mats, bone_lengths))
 
-    def forward(self, p: torch.Tensor, unpose_mats: torch.Tensor, bone_lengths: torch.Tensor) -> torch.Tensor:
-        return occupancy_from_logits(self.part_logits(p, unpose_mats, bone_lengths))[0]
+    def forward(
+        self, p: torch.Tensor, unpose_mats: torch.Tensor, bone_lengths: torch.Tensor, fold: bool | None = None
+    ) -> torch.Tensor:
+        return occupancy_from_logits(self.part_logits(p, unpose_mats, bone_lengths, fold))[0]
 
 
 def _numpy_scalar_globals() -> list:
