@@ -34,6 +34,7 @@ import torch
 from core.engine.image_input import crop_for_keypoints, make_network_crop
 from core.errors import InputError
 from core.hand.joints import HAND_SIDES, MANO_WRIST
+from core.synth.noise import perturb_keypoints
 from core.synth.samples import OccupancySamples, SynthConfig, SynthSample, generate_sample, surface_points
 from core.types import Camera, HandMesh, TwoHandKeypoints
 
@@ -57,6 +58,9 @@ class ItemSpec:
     # Share of the points drawn from the contact set (raw solid inside, contact-resolved
     # outside: where the other hand flattened this one), the part that R must learn.
     contact_fraction: float = 0.0
+    # Synthetic sources only: draw fresh detector-like noisy keypoints for every (index, draw)
+    # instead of the stored ones (ours, for K: one stored draw per sample is memorised fast).
+    renoise: bool = False
 
 
 def item_rng(spec: ItemSpec, index: int, draw: int) -> np.random.Generator:
@@ -135,9 +139,10 @@ def _crop_keypoints(spec: ItemSpec, gt: TwoHandKeypoints, noisy: TwoHandKeypoint
 
 def sample_item(sample: SynthSample, spec: ItemSpec, rng: np.random.Generator) -> dict[str, torch.Tensor]:
     """The training view of one synthetic sample (see the module docstring for the keys)."""
-    out = image_entries(
-        sample.image, sample.camera, _crop_keypoints(spec, sample.keypoints, sample.noisy_keypoints)
-    )
+    noisy_keypoints = sample.noisy_keypoints
+    if spec.renoise:
+        noisy_keypoints = perturb_keypoints(sample.keypoints, rng)
+    out = image_entries(sample.image, sample.camera, _crop_keypoints(spec, sample.keypoints, noisy_keypoints))
     for s in HAND_SIDES:
         occ = sample.occupancy[s]
         pts, lab = contact_subsample(
@@ -151,7 +156,7 @@ def sample_item(sample: SynthSample, spec: ItemSpec, rng: np.random.Generator) -
         joints = np.asarray(sample.keypoints.hand(s), np.float64)
         out |= {
             f"joints_{s}": torch.as_tensor(joints, dtype=torch.float64),
-            f"noisy_joints_{s}": torch.as_tensor(sample.noisy_keypoints.hand(s), dtype=torch.float64),
+            f"noisy_joints_{s}": torch.as_tensor(noisy_keypoints.hand(s), dtype=torch.float64),
             f"points_{s}": torch.as_tensor(pts, dtype=torch.float32),
             f"occ_{s}": torch.as_tensor(lab, dtype=torch.float32),
         }
@@ -306,6 +311,8 @@ class InterHandDataset(_Addressed):
         if self.length == 0:
             raise DatasetError(f"{self.img_dir / 'anno'} holds no annotation files")
         self.spec = spec or ItemSpec()
+        if self.spec.renoise:
+            raise DatasetError("renoise draws synthetic keypoint noise; InterHand2.6M items use pred_joints")
 
     def __len__(self) -> int:
         return self.length

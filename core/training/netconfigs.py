@@ -37,10 +37,11 @@ def ref_occ_config(backbone: str) -> RefOccConfig:
     )
 
 
-def kpts_ref_config(backbone: str) -> KptsRefConfig:
+def kpts_ref_config(backbone: str, dropout: float | None = None) -> KptsRefConfig:
     # 64 image channels instead of 256: K's per-layer patch-token projections (16384 inputs
     # per token at 256 channels) would otherwise weigh 23 MB in float16.
-    return KptsRefConfig(encoder=EncoderConfig(backbone=backbone), image_feature_dim=64)
+    cfg = KptsRefConfig(encoder=EncoderConfig(backbone=backbone), image_feature_dim=64)
+    return cfg if dropout is None else dataclasses.replace(cfg, dropout=float(dropout))
 
 
 def _from_dict(cls, data):

@@ -79,6 +79,18 @@ class TrainConfig:
     contact_fraction: float = 0.0  # R: share of query points from the contact set (ours; 0 = reference)
     identity_init: bool = False  # R / K start as the identity of their input (ours; see the recipes)
     root_weight: float = 0.0  # K (0 = reference loss)
+    renoise: bool = False  # K, synthetic data: fresh noisy keypoints per item and epoch (ours)
+    # K: folder of cached image feature maps (relative to --out; built on first use; ours, for a
+    # CPU budget; see core.training.feature_cache)
+    feature_cache: str | None = None
+    # K: the network's dropout during training (None = the network default, 0.01 as the
+    # reference). Ours: at 0.01 a dropped channel of K's identity path loses a whole
+    # coordinate (tens of mm), which doubled K's training loss; inference never drops.
+    dropout: float | None = None
+    # K: "mse" (reference: MSE of middle-MCP-centred joints, mm^2) or "mpjpe" (ours: their mean
+    # Euclidean error in mm, the evaluation's metric; less pulled by rare large errors such as
+    # swapped fingers). The root term follows: squared resp. plain distance of each middle MCP.
+    kpts_loss: str = "mse"
     # I: keep the (randomly initialised) image encoder's weights fixed and train the rest; its
     # BatchNorm statistics still adapt to the data (ours, for a CPU budget; see InitRecipe)
     freeze_encoder: bool = False
@@ -87,6 +99,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.network not in NETWORK_NAMES:
             raise TrainConfigError(f"network must be one of {sorted(NETWORK_NAMES)}, got {self.network!r}")
+        if self.kpts_loss not in ("mse", "mpjpe"):
+            raise TrainConfigError(f"kpts_loss must be 'mse' or 'mpjpe', got {self.kpts_loss!r}")
         for name in ("batch_size", "max_iters", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise TrainConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -204,6 +218,10 @@ class Recipe:
             for n, p in model.named_parameters()
             if p.requires_grad and not n.startswith(self.frozen_prefixes)
         ]
+
+    def prepare_dataset(self, dataset, model: nn.Module, device):
+        """The dataset the loop reads, given the built model (a recipe may wrap it)."""
+        return dataset
 
     def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.trainable(model), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
@@ -457,10 +475,29 @@ class KptsRecipe(Recipe):
 
     def item_spec(self) -> ItemSpec:
         # K sees the crop the engine makes around the keypoints it is given (the noisy ones).
-        return ItemSpec(points_per_hand=1, seed=self.cfg.seed, crop_with="noisy")
+        if self.cfg.feature_cache:  # the crops' feature maps come from the cache
+            return ItemSpec(points_per_hand=1, seed=self.cfg.seed, crop_with="none", needs_image=False,
+                            renoise=self.cfg.renoise)  # fmt: skip
+        return ItemSpec(points_per_hand=1, seed=self.cfg.seed, crop_with="noisy", renoise=self.cfg.renoise)
+
+    def prepare_dataset(self, dataset, model, device):
+        """With ``feature_cache``: items carry the cached image feature map of their sample's
+        stored-keypoint crop (built here on first use; see core.training.feature_cache)."""
+        if not self.cfg.feature_cache:
+            return dataset
+        from core.training import feature_cache as fc
+        from core.training.datasets import dataset_from_spec
+
+        net = model.module if hasattr(model, "module") else model
+        folder = Path(self.cfg.feature_cache)
+        folder = folder if folder.is_absolute() else self.out_dir / folder
+        if not fc.cache_matches(folder, net, len(dataset)):
+            crops = ItemSpec(points_per_hand=1, seed=self.cfg.seed, crop_with="noisy")
+            fc.build_feature_cache(net, dataset_from_spec(self.cfg.data, crops), folder, device=device)
+        return fc.CachedFeatureDataset(dataset, fc.FeatureCache(folder, net, len(dataset)))
 
     def model_config(self):
-        return kpts_ref_config(self.cfg.backbone)
+        return kpts_ref_config(self.cfg.backbone, self.cfg.dropout)
 
     def build(self) -> nn.Module:
         net = KeypointRefiner(self.model_config())
@@ -477,22 +514,31 @@ class KptsRecipe(Recipe):
     def loss(self, model, batch, device):
         net: KeypointRefiner = model.module if hasattr(model, "module") else model
         net.image_encoder.eval()
-        img = batch_images(batch, device)
         noisy = {s: batch[f"noisy_joints_{s}"].double() for s in HAND_SIDES}
         gt = {s: batch[f"joints_{s}"].double() for s in HAND_SIDES}
         origin = noisy["left"][:, 9:10]  # left middle MCP (mano joint 9) of K's input
         k_in = kpts_frame_mm(noisy, origin)
         k_gt = kpts_frame_mm(gt, origin)
-        with torch.no_grad():
-            feat = net.image_features(img)
+        # No gradients reach the encoder nor the projection after it (they keep I's weights and
+        # their initialisation): the map is a constant of the crop, hence cacheable.
+        img = None
+        if "image_features" in batch:
+            feat = batch["image_features"].to(device=device, dtype=torch.float32)
+        else:
+            img = batch_images(batch, device)
+            with torch.no_grad():
+                feat = net.image_features(img)
         out = model(img, k_in["left"].float().to(device), k_in["right"].float().to(device), img_feat=feat)
         pred = {"left": out.left_mm, "right": out.right_mm}
         target = {s: k_gt[s].to(device) for s in HAND_SIDES}
-        loss = losses.keypoint_mse_mm(pred, target)
-        root = sum(
-            torch.mean((pred[s][:, HALO_MIDDLE_MCP].double() - target[s][:, HALO_MIDDLE_MCP]) ** 2)
-            for s in HAND_SIDES
-        )
+        mcp = HALO_MIDDLE_MCP
+        root_err = {s: pred[s][:, mcp].double() - target[s][:, mcp] for s in HAND_SIDES}
+        if self.cfg.kpts_loss == "mpjpe":  # the evaluation's metric itself (mm, not mm^2)
+            loss = sum(losses.mpjpe_mm(pred[s].double(), target[s]) for s in HAND_SIDES)
+            root = sum(torch.linalg.norm(e, dim=-1).mean() for e in root_err.values())
+        else:
+            loss = losses.keypoint_mse_mm(pred, target)
+            root = sum(torch.mean(e**2) for e in root_err.values())
         total = loss + self.cfg.root_weight * root
         with torch.no_grad():
             err = np.mean([float(losses.mpjpe_mm(pred[s].double(), target[s])) for s in HAND_SIDES])

@@ -263,6 +263,14 @@ def train(
         sched.load_state_dict(state["scheduler"])
         start, seconds_before = int(state["iteration"]), float(state.get("seconds", 0.0))
         set_rng_state(state["rng"])
+    # the recipe may wrap the dataset with what it derives from the built model (K's feature
+    # cache): the main process first, the others then read what it wrote
+    if info.is_main:
+        dataset = recipe.prepare_dataset(dataset, net, device)
+    if info.enabled:
+        dist.barrier()
+    if not info.is_main:
+        dataset = recipe.prepare_dataset(dataset, net, device)
     loss_module: nn.Module = LossModule(recipe, net)
     if info.enabled:
         loss_module = nn.parallel.DistributedDataParallel(

@@ -1,0 +1,147 @@
+"""Cached image features for training network K (optional; a CPU shortcut).
+
+K's recipe computes the image feature map ``KeypointRefiner.image_features(crop)`` without
+gradients: the encoder is I's (frozen, shared) and the 1x1 projection after it receives no
+gradient, so it keeps its initial weights. The map is therefore a constant of each sample and
+can be computed once, stored as float16 in a memory-mapped ``.npy`` (64 x 64 x 64 values,
+512 KiB per sample), and read back instead of running the encoder (about 70 % of a K step on
+a CPU).
+
+The cached crop is the one around the sample's **stored** noisy keypoints (draw 0, as the
+engine crops around the keypoints it is given). With ``renoise`` the items carry fresh noisy
+keypoints while the crop stays the stored one: the crop frames both hands with a margin, and
+fresh noise moves its box by a few pixels; K never projects its keypoints into the crop.
+
+A cache is tied to the weights that made it: its metadata holds a fingerprint of the encoder
+and projection tensors and the number of samples, and a mismatch is an error, never a silent
+reuse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.models.image_encoder import normalize_image
+from core.training.datasets import DatasetError, _Addressed
+
+FEATURES_FILE = "kpts_features.f16.npy"
+META_FILE = "kpts_features.json"
+CACHED_KEY = "image_features"  # item key of the cached (C, H, W) float16 map
+FEATURE_PREFIXES = ("image_encoder.", "img_proj_layer.")
+
+
+def feature_fingerprint(net: nn.Module) -> str:
+    """SHA-1 of every tensor (weights and BatchNorm statistics) that the cached map depends on."""
+    h = hashlib.sha1()
+    for name, tensor in sorted(net.state_dict().items()):
+        if name.startswith(FEATURE_PREFIXES):
+            h.update(name.encode())
+            h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _read_meta(folder: Path) -> dict | None:
+    path = folder / META_FILE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+@torch.no_grad()
+def build_feature_cache(
+    net: nn.Module,
+    dataset: torch.utils.data.Dataset,
+    folder: str | Path,
+    *,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Write ``net.image_features`` of every item's ``image`` (draw 0) into ``folder``.
+    The metadata file is written last: a cache without it is incomplete and gets rebuilt."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / META_FILE).unlink(missing_ok=True)
+    encoder_was_training = net.image_encoder.training
+    net.image_encoder.eval()  # as in the recipe: BatchNorm on running statistics
+    n = len(dataset)
+    maps = None
+    try:
+        for start in range(0, n, batch_size):
+            items = [dataset[(i, 0)] for i in range(start, min(n, start + batch_size))]
+            img = normalize_image(torch.stack([it["image"] for it in items]).to(device))
+            feat = net.image_features(img).to("cpu", torch.float16).numpy()
+            if maps is None:
+                maps = np.lib.format.open_memmap(
+                    folder / FEATURES_FILE, mode="w+", dtype=np.float16, shape=(n, *feat.shape[1:])
+                )
+            maps[start : start + len(items)] = feat
+            if progress is not None:
+                progress(start + len(items), n)
+        maps.flush()
+    finally:
+        net.image_encoder.train(encoder_was_training)
+    meta = {"count": n, "shape": list(maps.shape), "fingerprint": feature_fingerprint(net)}
+    tmp = folder / (META_FILE + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, folder / META_FILE)
+    return folder
+
+
+def cache_matches(folder: str | Path, net: nn.Module, count: int) -> bool:
+    meta = _read_meta(Path(folder))
+    return bool(meta) and meta["count"] == count and meta["fingerprint"] == feature_fingerprint(net)
+
+
+class FeatureCache:
+    """Read-only view of a cache folder; ``cache[i]`` is sample ``i``'s (C, H, W) float16 map."""
+
+    def __init__(self, folder: str | Path, net: nn.Module | None = None, count: int | None = None):
+        self.folder = Path(folder)
+        meta = _read_meta(self.folder)
+        if meta is None or not (self.folder / FEATURES_FILE).is_file():
+            raise DatasetError(f"no complete K feature cache in {self.folder}")
+        if count is not None and meta["count"] != count:
+            raise DatasetError(
+                f"the feature cache in {self.folder} holds {meta['count']} samples, the dataset {count}"
+            )
+        if net is not None and meta["fingerprint"] != feature_fingerprint(net):
+            raise DatasetError(
+                f"the feature cache in {self.folder} was made with other encoder weights; "
+                "delete it to rebuild"
+            )
+        self.maps = np.load(self.folder / FEATURES_FILE, mmap_mode="r")
+
+    def __len__(self) -> int:
+        return len(self.maps)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.from_numpy(np.array(self.maps[index]))
+
+
+class CachedFeatureDataset(_Addressed):
+    """``base``'s items (index, draw) with the cached map of their sample under
+    ``image_features`` instead of an ``image``."""
+
+    def __init__(self, base: _Addressed, cache: FeatureCache):
+        if len(base) != len(cache):
+            raise DatasetError(f"the feature cache holds {len(cache)} samples, the dataset {len(base)}")
+        self.base, self.cache, self.spec = base, cache, base.spec
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key) -> dict[str, torch.Tensor]:
+        index, draw = self._split(key)
+        item = self.base[(index, draw)]
+        item.pop("image", None)
+        item[CACHED_KEY] = self.cache[index]
+        return item

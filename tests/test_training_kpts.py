@@ -1,0 +1,123 @@
+"""Network K's training shortcuts: fresh keypoint noise per draw, the cached image features,
+the training-time dropout (real numbers on two small synthetic samples)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import default_collate
+
+from core.synth.samples import SynthConfig, generate_sample, save_sample
+from core.training.datasets import DatasetError, ItemSpec, SynthFolderDataset
+from core.training.evaluation import mpjpe_mm
+from core.training.feature_cache import (
+    CACHED_KEY,
+    CachedFeatureDataset,
+    FeatureCache,
+    build_feature_cache,
+    cache_matches,
+)
+from core.training.recipes import TrainConfig, make_recipe
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth_k")
+    cfg = SynthConfig(n_uniform=8, n_surface=8)
+    for seed in (11, 12):
+        save_sample(generate_sample(seed, cfg), out)
+    return out
+
+
+def _recipe(data_dir: Path, out: Path, **kw):
+    torch.manual_seed(0)
+    cfg = TrainConfig(network="kpts", data={"kind": "synth_folder", "path": str(data_dir)}, batch_size=2,
+                      identity_init=True, torch_threads=1, **kw)  # fmt: skip
+    recipe = make_recipe(cfg, out)
+    return recipe, recipe.build()
+
+
+def test_renoise_draws_fresh_noise_per_draw(data_dir):
+    stored = SynthFolderDataset(data_dir, ItemSpec(points_per_hand=1, needs_image=False, crop_with="none"))
+    fresh = SynthFolderDataset(
+        data_dir, ItemSpec(points_per_hand=1, needs_image=False, crop_with="none", renoise=True)
+    )
+    a, b, c = fresh[(0, 1)], fresh[(0, 1)], fresh[(0, 2)]
+    s = stored[(0, 1)]
+    assert torch.equal(a["noisy_joints_left"], b["noisy_joints_left"])  # a function of (index, draw)
+    assert not torch.allclose(a["noisy_joints_left"], c["noisy_joints_left"])
+    assert not torch.allclose(a["noisy_joints_left"], s["noisy_joints_left"])
+    assert torch.equal(a["joints_left"], s["joints_left"])  # ground truth untouched
+    # detector-like size: a few mm to a few cm per joint after middle-MCP alignment
+    items = [fresh[(i, d)] for i in range(2) for d in range(5)]
+    errs = [
+        mpjpe_mm(it[f"noisy_joints_{h}"].numpy(), it[f"joints_{h}"].numpy())
+        for it in items
+        for h in ("left", "right")
+    ]
+    assert 5.0 < float(np.mean(errs)) < 40.0
+
+
+def test_cached_features_match_the_encoder_and_give_the_same_loss(data_dir, tmp_path):
+    recipe, net = _recipe(data_dir, tmp_path, dropout=0.0)
+    images = SynthFolderDataset(data_dir, ItemSpec(points_per_hand=1, crop_with="noisy"))
+    folder = build_feature_cache(net, images, tmp_path / "cache", batch_size=1)
+    assert cache_matches(folder, net, 2)
+    cache = FeatureCache(folder, net, 2)
+    item = images[(1, 0)]
+    from core.models.image_encoder import normalize_image
+
+    net.eval()
+    with torch.no_grad():
+        direct = net.image_features(normalize_image(item["image"][None]))[0]
+    assert cache[1].dtype == torch.float16 and cache[1].shape == direct.shape == (64, 64, 64)
+    scale = float(direct.abs().max())
+    assert float((cache[1].float() - direct).abs().max()) <= 1e-3 * scale  # float16 storage
+
+    cached = CachedFeatureDataset(SynthFolderDataset(data_dir, recipe.item_spec()), cache)
+    batch_cached = default_collate([cached[(0, 0)], cached[(1, 0)]])
+    assert CACHED_KEY in batch_cached and "image" not in batch_cached
+    batch_images = default_collate([images[(0, 0)], images[(1, 0)]])
+    loss_c, m_c = recipe.loss(net, batch_cached, "cpu")
+    loss_i, m_i = recipe.loss(net, batch_images, "cpu")
+    assert loss_c.item() == pytest.approx(loss_i.item(), rel=1e-3)
+    # identity initialisation and no dropout: K returns its input
+    assert m_i["mpjpe"] == pytest.approx(m_i["mpjpe_in"], abs=1e-3)
+
+
+def test_a_cache_of_other_weights_is_refused(data_dir, tmp_path):
+    _, net = _recipe(data_dir, tmp_path)
+    images = SynthFolderDataset(data_dir, ItemSpec(points_per_hand=1, crop_with="noisy"))
+    folder = build_feature_cache(net, images, tmp_path / "cache")
+    with torch.no_grad():
+        net.img_proj_layer.bias.add_(1.0)
+    assert not cache_matches(folder, net, 2)
+    with pytest.raises(DatasetError, match="other encoder weights"):
+        FeatureCache(folder, net, 2)
+    with pytest.raises(DatasetError, match="holds 2 samples"):
+        FeatureCache(folder, None, 3)
+
+
+def test_training_dropout_is_a_config_choice(data_dir, tmp_path):
+    _, net = _recipe(data_dir, tmp_path, dropout=0.0)
+    drops = [m.p for m in net.modules() if isinstance(m, torch.nn.Dropout)]
+    assert drops and all(p == 0.0 for p in drops)
+    _, default = _recipe(data_dir, tmp_path)
+    assert {m.p for m in default.modules() if isinstance(m, torch.nn.Dropout)} == {0.01}
+
+
+def test_mpjpe_loss_is_the_evaluation_metric(data_dir, tmp_path):
+    from core.training.netconfigs import TrainConfigError
+
+    recipe, net = _recipe(data_dir, tmp_path, dropout=0.0, kpts_loss="mpjpe", root_weight=0.0)
+    images = SynthFolderDataset(data_dir, recipe.item_spec())
+    batch = default_collate([images[(0, 0)], images[(1, 0)]])
+    loss, m = recipe.loss(net, batch, "cpu")
+    # identity K: the loss is the input's error, summed over the two hands (mm)
+    assert 5.0 < m["mpjpe_in"] < 40.0
+    assert loss.item() == pytest.approx(2 * m["mpjpe_in"], rel=1e-5)
+    with pytest.raises(TrainConfigError, match="kpts_loss"):
+        TrainConfig(network="kpts", data={}, kpts_loss="l1")
