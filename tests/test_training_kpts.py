@@ -121,3 +121,28 @@ def test_mpjpe_loss_is_the_evaluation_metric(data_dir, tmp_path):
     assert loss.item() == pytest.approx(2 * m["mpjpe_in"], rel=1e-5)
     with pytest.raises(TrainConfigError, match="kpts_loss"):
         TrainConfig(network="kpts", data={}, kpts_loss="l1")
+
+
+def test_the_projection_after_the_frozen_encoder_learns_unless_features_are_cached(data_dir, tmp_path):
+    """As in the reference, K trains img_proj_layer on top of the (frozen) encoder; with a
+    feature cache the cached map is that layer's output, so it must stay frozen there."""
+    batch = default_collate(
+        [SynthFolderDataset(data_dir, ItemSpec(points_per_hand=1, crop_with="noisy"))[(i, 0)] for i in (0, 1)]
+    )
+    recipe, net = _recipe(data_dir, tmp_path, dropout=0.0)
+    with torch.no_grad():  # the identity start zeroes the image attention's output: wake it up
+        for layer in net.gcn_layers:
+            attn = layer.img_ex_left.attn.Attn
+            attn.fc.weight.add_(0.01 * torch.randn_like(attn.fc.weight))
+    loss, _ = recipe.loss(net, batch, "cpu")
+    loss.backward()
+    grad = net.img_proj_layer.weight.grad
+    assert grad is not None and float(grad.abs().max()) > 0
+    assert all(p.grad is None for p in net.image_encoder.parameters())
+    names = {n for n, p in net.named_parameters() if any(p is q for q in recipe.trainable(net))}
+    assert "img_proj_layer.weight" in names and not any(n.startswith("image_encoder.") for n in names)
+
+    cache_dir = str(tmp_path / "fc")
+    cached_recipe, cached_net = _recipe(data_dir, tmp_path / "c", dropout=0.0, feature_cache=cache_dir)
+    trainable = {id(p) for p in cached_recipe.trainable(cached_net)}
+    assert id(cached_net.img_proj_layer.weight) not in trainable

@@ -230,11 +230,16 @@ class KeypointRefiner(nn.Module):
 
     # -- pieces --------------------------------------------------------------------------
 
+    def encoder_maps(self, img: torch.Tensor) -> torch.Tensor:
+        """Normalised images (B, 3, 256, 256) -> ``cat(layer1, hms_fmaps[-1], dp_fmaps[-1])``
+        (B, C, 64, 64), the input of ``img_proj_layer``."""
+        enc = self.image_encoder(img)
+        return torch.cat([enc.img_fmaps[-1], enc.hms_fmaps[-1], enc.dp_fmaps[-1]], dim=1)
+
     def image_features(self, img: torch.Tensor) -> torch.Tensor:
         """Normalised images (B, 3, 256, 256) -> K's feature map (B, 256, 64, 64) =
-        ``img_proj_layer(cat(layer1, hms_fmaps[-1], dp_fmaps[-1]))``."""
-        enc = self.image_encoder(img)
-        return self.img_proj_layer(torch.cat([enc.img_fmaps[-1], enc.hms_fmaps[-1], enc.dp_fmaps[-1]], dim=1))
+        ``img_proj_layer(encoder_maps(img))``."""
+        return self.img_proj_layer(self.encoder_maps(img))
 
     def joint_features(self, side: str, joints_mm: torch.Tensor) -> torch.Tensor:
         """(B, 21, 3) mm -> (B, 21, 48) = [joint-id embedding, point embedding]."""

@@ -192,6 +192,10 @@ class Recipe:
 
     network_name = ""
 
+    def __post_init__(self) -> None:
+        """Subclasses set their frozen prefixes here (defined on the base class so that the
+        dataclass-generated __init__ calls the subclasses' overrides)."""
+
     def item_spec(self) -> ItemSpec:
         return ItemSpec(points_per_hand=self.cfg.points_per_hand, seed=self.cfg.seed)
 
@@ -471,7 +475,10 @@ class KptsRecipe(Recipe):
     network_name = "kpts_ref"
 
     def __post_init__(self):
-        self.frozen_prefixes = ("image_encoder.",)
+        # With a feature cache the projection after the encoder is frozen too (its output is
+        # what the cache holds); without one it trains, as in the reference.
+        cached = bool(self.cfg.feature_cache)
+        self.frozen_prefixes = ("image_encoder.", "img_proj_layer.") if cached else ("image_encoder.",)
 
     def item_spec(self) -> ItemSpec:
         # K sees the crop the engine makes around the keypoints it is given (the noisy ones).
@@ -519,15 +526,17 @@ class KptsRecipe(Recipe):
         origin = noisy["left"][:, 9:10]  # left middle MCP (mano joint 9) of K's input
         k_in = kpts_frame_mm(noisy, origin)
         k_gt = kpts_frame_mm(gt, origin)
-        # No gradients reach the encoder nor the projection after it (they keep I's weights and
-        # their initialisation): the map is a constant of the crop, hence cacheable.
+        # The encoder is frozen (I's weights). Its 1x1 projection learns, as in the reference,
+        # except with a feature cache: the cache stores the projected map (a constant of the
+        # crop only while the projection is frozen; see __post_init__).
         img = None
         if "image_features" in batch:
             feat = batch["image_features"].to(device=device, dtype=torch.float32)
         else:
             img = batch_images(batch, device)
             with torch.no_grad():
-                feat = net.image_features(img)
+                maps = net.encoder_maps(img)
+            feat = net.img_proj_layer(maps)
         out = model(img, k_in["left"].float().to(device), k_in["right"].float().to(device), img_feat=feat)
         pred = {"left": out.left_mm, "right": out.right_mm}
         target = {s: k_gt[s].to(device) for s in HAND_SIDES}
