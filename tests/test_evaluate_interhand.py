@@ -115,3 +115,16 @@ def test_weights_without_k_raise_checkpoint_error(tmp_path):
         (tmp_path / name).symlink_to(SHIPPED_WEIGHTS_DIR / name)
     with pytest.raises(CheckpointError, match="no network K"):
         EngineKeypointRefiner(tmp_path, device="cpu")
+
+
+def test_command_line_writes_the_before_after_k_report(tmp_path, capsys):
+    from core.detect.evaluate_interhand import main
+
+    folder = realdata_dir() / "interhand26m_samples"
+    if not folder.is_dir():
+        pytest.skip("InterHand2.6M samples not present")
+    out = tmp_path / "k.json"
+    assert main([str(folder), "--no-variants", "--device", "cpu", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["settings"]["device"] == "cpu" and len(report["frames"]) == 3
+    assert "MPJPE after K" in capsys.readouterr().out

@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
                                      "ray_correction=True") + "\n")
     if args.json:
         report = refiner_report(rows, samples=args.samples, weights=weights,
-                                device=str(refiner.backend.device), retries=True, snap_to_2d=True,
+                                device=str(refiner.engine.device), retries=True, snap_to_2d=True,
                                 ray_correction=True)
         Path(args.json).write_text(json.dumps(report, indent=2))
     return 0
