@@ -34,8 +34,9 @@ def data_dir(tmp_path_factory) -> Path:
 
 def _recipe(data_dir: Path, out: Path, **kw):
     torch.manual_seed(0)
+    kw = {"identity_init": True, **kw}
     cfg = TrainConfig(network="kpts", data={"kind": "synth_folder", "path": str(data_dir)}, batch_size=2,
-                      identity_init=True, torch_threads=1, **kw)  # fmt: skip
+                      torch_threads=1, **kw)  # fmt: skip
     recipe = make_recipe(cfg, out)
     return recipe, recipe.build()
 
@@ -146,3 +147,55 @@ def test_the_projection_after_the_frozen_encoder_learns_unless_features_are_cach
     cached_recipe, cached_net = _recipe(data_dir, tmp_path / "c", dropout=0.0, feature_cache=cache_dir)
     trainable = {id(p) for p in cached_recipe.trainable(cached_net)}
     assert id(cached_net.img_proj_layer.weight) not in trainable
+
+
+def test_cached_encoder_maps_give_the_image_loss_and_train_the_projection(data_dir, tmp_path):
+    """With ``cache_encoder_maps`` the cache holds the projection's input (float16), the recipe
+    applies img_proj_layer with gradients: same loss as from the images, and it learns."""
+    from core.training.feature_cache import MAPS_KEY
+
+    recipe, net = _recipe(data_dir, tmp_path, dropout=0.0, feature_cache="fc", cache_encoder_maps=True)
+    assert id(net.img_proj_layer.weight) in {id(p) for p in recipe.trainable(net)}
+    with torch.no_grad():  # the identity start zeroes the image attention's output: wake it up
+        for layer in net.gcn_layers:
+            attn = layer.img_ex_left.attn.Attn
+            attn.fc.weight.add_(0.01 * torch.randn_like(attn.fc.weight))
+    base = SynthFolderDataset(data_dir, recipe.item_spec())
+    cached = recipe.prepare_dataset(base, net, "cpu")  # builds tmp_path/fc
+    assert cache_matches(tmp_path / "fc", net, 2, content=MAPS_KEY)
+    assert not cache_matches(tmp_path / "fc", net, 2)  # not a cache of projected features
+    batch_cached = default_collate([cached[(0, 0)], cached[(1, 0)]])
+    assert batch_cached[MAPS_KEY].dtype == torch.float16
+    assert batch_cached[MAPS_KEY].shape == (2, 320, 64, 64) and "image" not in batch_cached
+    images = SynthFolderDataset(data_dir, ItemSpec(points_per_hand=1, crop_with="noisy"))
+    batch_images = default_collate([images[(0, 0)], images[(1, 0)]])
+
+    loss_c, _ = recipe.loss(net, batch_cached, "cpu")
+    loss_c.backward()
+    grad_c = net.img_proj_layer.weight.grad.clone()
+    net.zero_grad()
+    loss_i, _ = recipe.loss(net, batch_images, "cpu")
+    loss_i.backward()
+    grad_i = net.img_proj_layer.weight.grad
+    assert loss_c.item() == pytest.approx(loss_i.item(), rel=1e-3)
+    assert float(grad_i.abs().max()) > 0
+    assert float((grad_c - grad_i).abs().max()) <= 2e-2 * float(grad_i.abs().max())  # float16 maps
+    assert all(p.grad is None for p in net.image_encoder.parameters())
+
+    with pytest.raises(DatasetError, match="holds encoder_maps"):
+        FeatureCache(tmp_path / "fc", net, 2, content=CACHED_KEY)
+
+
+def test_init_from_an_earlier_k_fine_tunes_all_of_its_weights(data_dir, tmp_path):
+    from core.checkpoints import save_checkpoint
+    from core.training.netconfigs import TrainConfigError
+
+    recipe, trained = _recipe(data_dir, tmp_path, dropout=0.0)
+    with torch.no_grad():
+        trained.img_proj_layer.bias.add_(0.5)
+    path = save_checkpoint(tmp_path / "k.safetensors", trained, "kpts_ref", config=recipe.model_config())
+    _, tuned = _recipe(data_dir, tmp_path, dropout=0.0, init_from=str(path), identity_init=False)
+    for name, value in trained.state_dict().items():
+        assert torch.equal(tuned.state_dict()[name], value), name
+    with pytest.raises(TrainConfigError, match="identity_init"):
+        _recipe(data_dir, tmp_path, dropout=0.0, init_from=str(path))
