@@ -23,6 +23,7 @@ import os
 import platform
 import resource
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -133,11 +134,6 @@ def _fields_from_grids(frames, grids: dict[str, DenseGrid]) -> dict[str, HandFie
     return {s: HandField(g, frames[s].cam_to_box) for s, g in grids.items()}
 
 
-def _engine_fields(engine: Engine, image, camera, keypoints, settings) -> tuple[Reconstruction, dict]:
-    """A final reconstruction plus each hand's occupancy field (for IoU)."""
-    return engine.reconstruct_with_fields(image, camera, keypoints, settings)
-
-
 def bench_engine(engine: Engine, image, camera, keypoints, settings: ReconstructionSettings) -> dict:
     """Engine timings on one input: cold preview, cold final, progressive, drag update."""
     dev = engine.backend.device
@@ -215,7 +211,7 @@ def bench_halo(quick: bool, device: torch.device, resolution: int = 256) -> dict
     out["reference_s"] = ref["seconds"]
     out["reference_evaluations"] = ref["evaluations"]
     out["speedup_vs_reference"] = ref["seconds"] / out["final_s"]
-    final, fields = _engine_fields(engine, image, camera, keypoints, settings)
+    final, fields = engine.reconstruct_with_fields(image, camera, keypoints, settings)
     out.update(_agreement(final, ref, fields))
     out.update(_dense(engine, frames, dense_res, settings, None))
     return out
@@ -254,7 +250,7 @@ def bench_im2hands(device: torch.device, resolution: int = 256, preview: int = 6
     out["reference_timings_s"] = ref["timings"]
     out["reference_evaluations"] = ref["evaluations"]
     out["speedup_vs_reference"] = ref["seconds"] / out["final_s"]
-    final, fields = _engine_fields(engine, image, camera, keypoints, settings)
+    final, fields = engine.reconstruct_with_fields(image, camera, keypoints, settings)
     out.update(_agreement(final, ref, fields))
     return out
 
@@ -312,9 +308,8 @@ def bench_vs_official_code(
             joints_box = (data["kps_mano_m"][i].astype(np.float64) @ n[:3, :3].T + n[:3, 3]) / 0.4
             skip = far_from_skeleton(joints_box, skip_margin_m / 0.4)
 
-        ((verts, _), n_eval), seconds = _timed(
-            lambda m=mats, b=lengths, k=skip: _halo_mesh_box(net, m, b, k, device), device
-        )
+        extract = partial(_halo_mesh_box, net, mats, lengths, skip, device)
+        ((verts, _), n_eval), seconds = _timed(extract, device)
         row = {
             "pose_index": i,
             "official_s": entry["wall_time_s"],
@@ -395,8 +390,7 @@ def bench_init_vs_official_code(
                 resolution=resolution, use_refinement=False, device=str(device), skip_margin_m=margin
             )
             engine.clear_cache()
-            run = lambda s=settings, k=keypoints, i=image, c=camera: engine.reconstruct(i, c, k, s)  # noqa: E731
-            rec, seconds = _timed(run, device)
+            rec, seconds = _timed(partial(engine.reconstruct, image, camera, keypoints, settings), device)
             row[f"ours{name}_s"] = seconds
             row[f"our{name}_evaluations"] = rec.settings["evaluations"]["init_occ"]
         rows.append(row)

@@ -51,6 +51,7 @@ from core.engine.penetration import HandField, penetration_region
 from core.engine.settings import ReconstructionSettings
 from core.engine.skeleton_mask import far_from_skeleton
 from core.errors import ImageError, InputError, KeypointError
+from core.models.ref_occ import AnchorContext
 from core.types import Camera, HandMesh, Reconstruction, TwoHandKeypoints
 
 SIDES = ("left", "right")
@@ -67,7 +68,7 @@ class _HandState:
     init_values: LatticeValues
     anchor_key: tuple | None = None
     anchors_cam_m: np.ndarray | None = None
-    anchor_context: object | None = None  # the AnchorContext the encoding was made in
+    anchor_context: AnchorContext | None = None  # the context the encoding was made in
 
 
 class Engine:
@@ -117,9 +118,7 @@ class Engine:
         settings: ReconstructionSettings | None = None,
     ) -> Reconstruction:
         """Both hands at ``settings.resolution``."""
-        settings = settings or ReconstructionSettings()
-        job = _Job(self, image, camera, keypoints, settings, None)
-        return job.stage(settings.resolution, "final")
+        return self.reconstruct_with_fields(image, camera, keypoints, settings)[0]
 
     def reconstruct_with_fields(
         self,
@@ -306,6 +305,7 @@ class _Job:
         self.ref_values = {s: LatticeValues(store_res) for s in frames}
         self.anchor_context = None
         self.anchors_cam_m: dict[str, np.ndarray] = {}
+        self._skip: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
         self.setup_s = time.perf_counter() - t0
 
     # -- helpers --------------------------------------------------------------------------------
@@ -314,8 +314,11 @@ class _Job:
     ) -> MultiResolutionGrid:
         s = self.settings
         skip = None
-        if s.skip_margin_m is not None:
-            skip = far_from_skeleton(self.frames[side].joints_box(), s.skip_margin_m / GLOBAL_SCALE)
+        if s.skip_margin_m is not None:  # one predicate per hand and job (it builds a lookup grid)
+            if side not in self._skip:
+                margin_box = s.skip_margin_m / GLOBAL_SCALE
+                self._skip[side] = far_from_skeleton(self.frames[side].joints_box(), margin_box)
+            skip = self._skip[side]
         return MultiResolutionGrid(
             s.mise_resolution0,
             s.upsampling_steps(resolution),
@@ -425,9 +428,6 @@ class _Job:
         self.evaluations["ref_occ"] += len(values)
         return values
 
-    def _store_init(self, side: str, points_box: np.ndarray, ijk: np.ndarray, n: int) -> np.ndarray:
-        return self._init_values(side, points_box, ijk, n)
-
     # -- one stage ------------------------------------------------------------------------------
     def stage(self, resolution: int, name: str) -> Reconstruction:
         s = self.settings
@@ -450,7 +450,7 @@ class _Job:
                     side: self._grid(side, resolution, s.threshold_init, self.init_values[side])
                     for side in self.frames
                 }
-                self._extract(grids, self._store_init)
+                self._extract(grids, self._init_values)
                 timings["init_occupancy"] = timings.get("init_occupancy", 0.0) + time.perf_counter() - t
 
         t = time.perf_counter()

@@ -6,6 +6,8 @@ is given in the hand's canonical box coordinates, where the grid lives."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from core.hand.joints import bones
@@ -47,15 +49,12 @@ def far_from_skeleton(joints_box: np.ndarray, margin_box: float):
     hi = np.maximum(a, b).max(0) + margin_box
     step = margin_box / 4.0 if margin_box > 0 else 0.0
     radius = 0.5 * np.sqrt(3.0) * step  # farthest a point is from its nearest node
-    lookup: dict[str, np.ndarray] = {}
-
-    def node_distances() -> np.ndarray:
-        if "d" not in lookup:
-            counts = np.ceil((hi - lo) / step).astype(int) + 1
-            axes = [lo[i] + step * np.arange(counts[i]) for i in range(3)]
-            nodes = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
-            lookup["d"] = distance_to_segments(nodes, a, b).reshape(tuple(counts))
-        return lookup["d"]
+    @functools.cache
+    def node_distances() -> np.ndarray:  # built on first use only
+        counts = np.ceil((hi - lo) / step).astype(int) + 1
+        axes = [lo[i] + step * np.arange(counts[i]) for i in range(3)]
+        nodes = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+        return distance_to_segments(nodes, a, b).reshape(tuple(counts))
 
     def predicate(points_box: np.ndarray) -> np.ndarray:
         p = np.asarray(points_box, dtype=np.float64)

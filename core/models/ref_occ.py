@@ -412,7 +412,18 @@ class RefOccNet(nn.Module):
         """Official ``forward``: occupancy ``{'left': (B, N), 'right': (B, M)}`` of each hand
         at its own canonical points. With ``pen`` also ``'left_at_right'`` (B, M) and
         ``'right_at_left'`` (B, N): each hand's occupancy at the other hand's points."""
-        features = self.encode_image(img)
+        return self.occupancies(self.encode_image(img), hands, cam_K, points, anchors_mm, pen)
+
+    def occupancies(
+        self,
+        features: RefOccImageFeatures,
+        hands: dict[str, HandInputs],
+        cam_K: torch.Tensor,
+        points: dict[str, torch.Tensor],
+        anchors_mm: dict[str, torch.Tensor],
+        pen: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """:meth:`forward` from image features already computed (e.g. by a shared encoder)."""
         context = self.encode_anchors(features, anchors_mm, hands, cam_K)
         out, geometry = {}, {}
         for side in SIDES:

@@ -149,11 +149,6 @@ def synthetic_samples(first_seed: int, count: int) -> Iterator[EvalSample]:
 # ----------------------------------------------------------------------------------------
 # Evaluation through the engine
 # ----------------------------------------------------------------------------------------
-def _reconstruct_with_fields(engine: Engine, sample: EvalSample, keypoints, settings):
-    """A final-stage reconstruction and each hand's inside test (the engine's own fields)."""
-    return engine.reconstruct_with_fields(sample.image, sample.camera, keypoints, settings)
-
-
 def score_hand(
     side: str, sample: EvalSample, rec: Reconstruction, fields, n_points: int, rng: np.random.Generator
 ) -> HandScores:
@@ -231,7 +226,7 @@ def evaluate(
             kp = sample.keypoints if which == "gt" else sample.noisy_keypoints
             t = time.perf_counter()
             try:
-                rec, fields = _reconstruct_with_fields(engine, sample, kp, settings)
+                rec, fields = engine.reconstruct_with_fields(sample.image, sample.camera, kp, settings)
             except InputError:
                 # counted as empty meshes: IoU 0, Chamfer at its cap, no penetration
                 scores.failures += 1

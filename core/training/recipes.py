@@ -417,18 +417,7 @@ class RefRecipe(Recipe):
         hands = hand_inputs_from_joints(batch["joints_left"], batch["joints_right"], device)
         points = _points(batch, device)
         anchors = {s: batch[f"anchors_{s}_mm"].to(device) for s in HAND_SIDES}
-        features = encode_image_shared(ref, img)
-        context = ref.encode_anchors(features, anchors, hands, cam_K)
-        out, geometry = {}, {}
-        for s in HAND_SIDES:
-            init = ref.init_occupancy(features, s, hands[s], points[s])
-            geometry[s] = ref.query_geometry(features, context, s, hands[s], cam_K, points[s])
-            logits = ref.decode(ref.query_input(geometry[s], init), context.decoder_encoding(s))
-            out[s] = torch.sigmoid(logits[..., 0])
-        for s, o in (("left", "right"), ("right", "left")):
-            out[f"{s}_at_{o}"] = ref.penetration_occupancy(
-                features, context, s, hands, cam_K, points, geometry[o]
-            )
+        out = ref.occupancies(encode_image_shared(ref, img), hands, cam_K, points, anchors, pen=True)
         target = _targets(batch, device)
         loss, parts = losses.ref_occ_loss(out, target, self.cfg.pen_weight)
         pred = {s: out[s] for s in HAND_SIDES}
