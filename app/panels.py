@@ -29,12 +29,14 @@ DEFAULT_SETTINGS = {
     "preview_resolution": 64,
     "use_keypoint_refiner": False,
     "use_refinement": True,
+    "refinement_resolution": None,
     "threshold_init": 0.5,
     "threshold_ref": 0.45,
     "device": "auto",
 }
 DEVICES = ("auto", "cpu", "cuda")
 GRID_RESOLUTIONS = (32, 64, 128, 256, 512)
+FAST_REFINEMENT_RESOLUTION = 128
 
 
 def _select_data(combo: QComboBox, value: int) -> None:
@@ -62,7 +64,9 @@ class SettingsPanel(QWidget):
         form = QFormLayout(pipeline)
         self.use_k = QCheckBox("K: refine keypoints")
         self.stages = QComboBox()
-        self.stages.addItems(["I + R (refined)", "I only (initial)"])
+        # Third entry: the engine's approximate guided refinement (R up to 128³, I's detail
+        # beyond), about 40 % faster at 256³ with mesh IoU ~0.997 against the exact R.
+        self.stages.addItems(["I + R (refined)", "I only (initial)", "I + R, fast final (R to 128³)"])
         form.addRow(self.use_k)
         form.addRow("Occupancy", self.stages)
         # The engine's grids are 32 * 2^k per axis; "off" = no preview stage.
@@ -148,7 +152,8 @@ class SettingsPanel(QWidget):
             "resolution": final,
             "preview_resolution": preview if 0 < preview < final else final,
             "use_keypoint_refiner": self.use_k.isChecked(),
-            "use_refinement": self.stages.currentIndex() == 0,
+            "use_refinement": self.stages.currentIndex() != 1,
+            "refinement_resolution": FAST_REFINEMENT_RESOLUTION if self.stages.currentIndex() == 2 else None,
             "threshold_init": float(self.threshold_init.value()),
             "threshold_ref": float(self.threshold_ref.value()),
             "device": self.device.currentText(),
@@ -162,7 +167,10 @@ class SettingsPanel(QWidget):
             w.blockSignals(True)
         try:
             self.use_k.setChecked(bool(merged["use_keypoint_refiner"]))
-            self.stages.setCurrentIndex(0 if merged["use_refinement"] else 1)
+            if not merged["use_refinement"]:
+                self.stages.setCurrentIndex(1)
+            else:
+                self.stages.setCurrentIndex(2 if merged["refinement_resolution"] else 0)
             final = int(merged["resolution"])
             preview = int(merged["preview_resolution"])
             _select_data(self.final_res, final)

@@ -178,6 +178,7 @@ def test_project_save_and_load_round_trip_in_the_app(opened, qtbot, tmp_path):
     window.doc.move_keypoint_2d(0, "left", 5, window.image_view.handle_pixel("left", 5) + 10.0)
     window.doc.set_joint_visible(0, "left", 5, False)
     window.settings_panel.final_res.setCurrentIndex(window.settings_panel.final_res.findData(128))
+    window.settings_panel.stages.setCurrentIndex(2)  # the fast (guided) refinement
     assert window.save_as(tmp_path / "session")
     assert "session.im2hands.json" in window.windowTitle() and "*" not in window.windowTitle()
     saved = window.doc.active_keypoints().copy()
@@ -187,6 +188,8 @@ def test_project_save_and_load_round_trip_in_the_app(opened, qtbot, tmp_path):
     np.testing.assert_allclose(window.doc.active_keypoints().left, saved.left, atol=1e-7)
     assert not window.doc.annotation().visible[0, 5]
     assert window.settings_panel.settings()["resolution"] == 128
+    assert window.settings_panel.settings()["refinement_resolution"] == 128
+    assert window.settings_panel.stages.currentIndex() == 2
     wait_final(qtbot, window)
 
 

@@ -36,6 +36,11 @@ def run(args: argparse.Namespace) -> int:
     for part in ("halo_vs_official_code", "init_vs_official_code"):
         if report.get(part):  # against the official code's own recorded timings
             summary[f"{part}_speedup"] = report[part]["speedup_vs_official_code"]
+    guided = (report.get("im2hands") or {}).get("guided") or {}
+    for coarse, g in guided.items():  # the approximate mode, R up to a coarser lattice
+        summary[f"guided_{coarse}"] = {
+            k: g[k] for k in ("final_s", "speedup_vs_reference", "mesh_iou_vs_reference", "mesh_iou_vs_exact")
+        }
     print(json.dumps(summary, indent=1, default=_jsonable))
     return 0
 

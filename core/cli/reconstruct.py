@@ -40,6 +40,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", default="ply", choices=("ply", "obj", "glb"), help="mesh file format")
     parser.add_argument("--no-refinement", action="store_true", help="network I only (skip R)")
     parser.add_argument(
+        "--refinement-resolution",
+        type=int,
+        default=None,
+        metavar="N",
+        help="approximation: run R only up to lattice N (e.g. 128) and follow I's detail beyond it "
+        "with R's interpolated correction (default: R at every level, as the reference)",
+    )
+    parser.add_argument(
         "--refine-keypoints", action="store_true", help="run network K first (if the weights have it)"
     )
     parser.add_argument("--half", action="store_true", help="bfloat16 / float16 point networks")
@@ -68,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         preview_resolution=min(64, args.resolution),
         device=args.device,
         use_refinement=not args.no_refinement,
+        refinement_resolution=args.refinement_resolution,
         use_keypoint_refiner=args.refine_keypoints,
         half_precision=args.half,
     )

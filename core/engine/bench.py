@@ -252,6 +252,35 @@ def bench_im2hands(device: torch.device, resolution: int = 256, preview: int = 6
     out["speedup_vs_reference"] = ref["seconds"] / out["final_s"]
     final, fields = engine.reconstruct_with_fields(image, camera, keypoints, settings)
     out.update(_agreement(final, ref, fields))
+    out["guided"] = bench_guided(engine, image, camera, keypoints, settings, ref, (final, fields))
+    return out
+
+
+def bench_guided(engine: Engine, image, camera, keypoints, settings, ref: dict, exact) -> dict:
+    """The approximate guided refinement (R up to a coarser lattice, see
+    ``ReconstructionSettings.refinement_resolution``) against the reference and against
+    the engine's exact final of the same run."""
+    out = {}
+    for coarse in (128, 64):
+        if coarse >= settings.resolution:
+            continue
+        s = settings.with_(refinement_resolution=coarse)
+        engine.clear_cache()
+        (rec, fields), seconds = _timed(
+            lambda s=s: engine.reconstruct_with_fields(image, camera, keypoints, s), engine.backend.device
+        )
+        vs_exact = _agreement(
+            rec, {"meshes": {"left": exact[0].left, "right": exact[0].right}, "fields": exact[1]}, fields
+        )
+        out[str(coarse)] = {
+            "final_s": seconds,
+            "speedup_vs_reference": ref["seconds"] / seconds,
+            "final_timings_s": rec.timings_s,
+            "evaluations": rec.settings["evaluations"],
+            **_agreement(rec, ref, fields),
+            "mesh_iou_vs_exact": vs_exact["mesh_iou_vs_reference"],
+            "chamfer_mm_vs_exact": vs_exact["chamfer_mm_vs_reference"],
+        }
     return out
 
 

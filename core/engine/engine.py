@@ -253,7 +253,14 @@ class _Job:
             )
         self.timings: dict[str, float] = {}
         self.notes: list[str] = []
-        self.evaluations = {"init_occ": 0, "ref_occ": 0, "skipped": 0, "reused": 0, "init_reused": 0}
+        self.evaluations = {
+            "init_occ": 0,
+            "ref_occ": 0,
+            "ref_guided": 0,
+            "skipped": 0,
+            "reused": 0,
+            "init_reused": 0,
+        }
 
         frames = hand_frames(keypoints)
         if self.backend.needs_image:
@@ -416,7 +423,14 @@ class _Job:
         self.timings["anchors"] = time.perf_counter() - t
 
     def _ref_values(self, side: str, points_box: np.ndarray, ijk: np.ndarray, n: int) -> np.ndarray:
-        init = self._init_values(side, points_box, ijk, n)
+        coarse = self.settings.refinement_resolution
+        if coarse is not None and n > coarse:
+            return self._guided_ref_values(side, points_box, ijk, n, coarse)
+        return self._ref_values_exact(side, points_box, ijk, n, self._init_values(side, points_box, ijk, n))
+
+    def _ref_values_exact(
+        self, side: str, points_box: np.ndarray, ijk: np.ndarray, n: int, init: np.ndarray
+    ) -> np.ndarray:
         frame = self.frames[side]
         values = self._batched(
             lambda p: self.backend.ref_occupancy(
@@ -426,6 +440,36 @@ class _Job:
         )
         self.ref_values[side].add(ijk, n, values)
         self.evaluations["ref_occ"] += len(values)
+        return values
+
+    def _guided_ref_values(
+        self, side: str, points_box: np.ndarray, ijk: np.ndarray, n: int, coarse: int
+    ) -> np.ndarray:
+        """R's field at lattice-``n`` points approximated from the coarse lattice (see
+        ``ReconstructionSettings.refinement_resolution``): sigmoid(logit I(x) + trilinear
+        interpolation of logit R - logit I over the enclosing coarse cell). Every point of
+        a cell that MISE refines has its 8 coarse corners evaluated; points whose corners
+        are not all known (none in practice) get R exactly."""
+        init = self._init_values(side, points_box, ijk, n)
+        factor = n // coarse
+        ijk = np.asarray(ijk, dtype=np.int64)
+        base = np.minimum(ijk // factor, coarse - 1)
+        frac = (ijk - base * factor).astype(np.float32) / factor
+        correction = np.zeros(len(ijk), np.float32)
+        known = np.ones(len(ijk), dtype=bool)
+        for corner in np.ndindex(2, 2, 2):
+            c = np.asarray(corner)
+            at = base + c
+            r_found, r_val = self.ref_values[side].lookup(at, coarse)
+            i_found, i_val = self.init_values[side].lookup(at, coarse)
+            known &= r_found & i_found
+            weight = np.prod(np.where(c == 1, frac, 1.0 - frac), axis=1)
+            correction += weight * (_logit(r_val) - _logit(i_val))
+        values = _sigmoid(_logit(init) + correction)
+        if not known.all():
+            values[~known] = self._ref_values_exact(side, points_box[~known], ijk[~known], n, init[~known])
+        self.ref_values[side].add(ijk[known], n, values[known])
+        self.evaluations["ref_guided"] += int(known.sum())
         return values
 
     # -- one stage ------------------------------------------------------------------------------
@@ -515,6 +559,18 @@ def autocast_ctx(job: _Job):
     from core.engine.backends import autocast
 
     return autocast(job.backend.device, job.settings.half_precision)
+
+
+_LOGIT_CLIP = 1e-6  # keeps logits finite where an occupancy saturates in float32
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, _LOGIT_CLIP, 1.0 - _LOGIT_CLIP)
+    return np.log(p) - np.log1p(-p)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return (0.5 * (1.0 + np.tanh(0.5 * x))).astype(np.float32)
 
 
 def sample_anchors(mesh: HandMesh, count: int, seed: int) -> np.ndarray:

@@ -24,7 +24,14 @@ class ReconstructionSettings:
     Query points live in each hand's canonical box of half-size ``0.5 + box_padding / 2``
     (normalised units). ``skip_margin_m``: lattice points farther than this from the hand's
     skeleton are taken as outside without evaluation (None evaluates everything, as the
-    reference does)."""
+    reference does).
+
+    ``refinement_resolution`` (ours, an approximation; None = off, the reference's exact
+    behaviour): network R runs only up to this lattice; finer lattice points take I's exact
+    value plus R's correction (the logit difference R - I) interpolated trilinearly from the
+    enclosing coarse cell, so R's cost stops growing with the resolution while I's fine
+    detail stays. Exact at the coarse lattice points; see docs/ARCHITECTURE.md for the
+    measured agreement."""
 
     resolution: int = 256
     preview_resolution: int = 64
@@ -40,6 +47,7 @@ class ReconstructionSettings:
     num_anchors: int = 512
     anchor_seed: int = 0
     skip_margin_m: float | None = 0.05
+    refinement_resolution: int | None = None
     points_per_batch: int = 65536  # bounds the memory of one network call
     penetration: bool = True
     penetration_spacing_m: float = 1e-3
@@ -52,6 +60,14 @@ class ReconstructionSettings:
                 raise SettingsError(
                     f"{name} must be {self.mise_resolution0} times a power of two "
                     f"(e.g. 64, 128, 256), got {value}"
+                )
+        rr = self.refinement_resolution
+        if rr is not None:
+            steps = math.log2(rr / self.mise_resolution0) if rr >= 1 else -1
+            if rr < self.mise_resolution0 or steps != int(steps):
+                raise SettingsError(
+                    f"refinement_resolution must be None or {self.mise_resolution0} times a power of "
+                    f"two (e.g. 64, 128), got {rr}"
                 )
         if self.device not in DEVICES:
             raise SettingsError(f"device must be one of {DEVICES}, got {self.device!r}")
