@@ -16,6 +16,11 @@ Reference values (official_code.md §A.3.4, §A.4.2, §A.5) and where ours diffe
   encoder starts from I's, as in the reference; ours stays **frozen and shared** with I
   (one encoder shipped, one encoder pass per image). Anchors: ground-truth surface + noise
   (see :func:`core.training.datasets.sample_anchors`).
+  Ours, for a CPU budget (``ref_cache``, the shipped recipe): R starts from an earlier R (its I
+  and frozen parts), its decoder tail starts as the identity of I's occupancy and is the only
+  part that trains, on cached inputs computed the way the engine runs R (anchors on I's
+  iso-surface); the data term mixes the ground truth (inside points weighted) with R's identity
+  output where I's overlaps are resolved for the more confident hand (see RefRecipe).
 * **K**: Adam 1e-4, MSE on middle-MCP-centred joints in mm. The image encoder is I's
   (frozen, shared). ``root_weight`` > 0 adds an MSE on each hand's middle MCP position in
   K's frame (ours; the reference leaves the global position unsupervised, which lets the
@@ -98,6 +103,26 @@ class TrainConfig:
     # BatchNorm statistics still adapt to the data (ours, for a CPU budget; see InitRecipe)
     freeze_encoder: bool = False
     torch_threads: int = 2
+    # R: folder of cached frozen decoder inputs (relative to --out; built on first use; ours, for
+    # a CPU budget): R then trains its decoder's MLP tail only, on anchors taken from I's
+    # surface as the engine takes them (see core.training.ref_cache)
+    ref_cache: str | None = None
+    # global gradient-norm clip of the trained parameters (0 = none; ours)
+    grad_clip: float = 0.0
+    # R: weight of the errors at inside points in the data term (1 = reference MSE; ours, see
+    # core.training.losses.weighted_occupancy_mse)
+    pos_weight: float = 1.0
+    # R with ref_cache: share of the data term taken against R's identity start
+    # sigmoid(12 (o_I - t)) instead of the ground truth (ours; a regulariser that keeps R at I's
+    # level set except where the penetration term asks otherwise; 0 = ground truth only)
+    identity_weight: float = 0.0
+    # R with identity_weight: the start target of a hand is zero where the other hand's I
+    # occupancy is above 0.5 and above its own (I's overlaps resolved in favour of the more
+    # confident hand), and the target also applies at the other hand's points (ours)
+    resolve_overlap: bool = False
+    # R with resolve_overlap: weight of the points where that target differs from the identity
+    # (the overlaps are rare; ours)
+    overlap_point_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.network not in NETWORK_NAMES:
@@ -352,18 +377,35 @@ IDENTITY_LOGIT_SCALE = 12.0
 IDENTITY_OFFSET = 0.5 - float(torch.logit(torch.tensor(0.45))) / IDENTITY_LOGIT_SCALE
 
 
+def identity_ref_occupancy(occ_init: torch.Tensor) -> torch.Tensor:
+    """R's output at its identity start, sigmoid(k (o_I - t)), from I's occupancy."""
+    return torch.sigmoid(IDENTITY_LOGIT_SCALE * (occ_init - IDENTITY_OFFSET))
+
+
+def resolved_start_target(occ_init: torch.Tensor) -> torch.Tensor:
+    """(B, 2 decoders, 2 point sets, M) I occupancies -> R's identity output with I's overlaps
+    resolved: zero where the other hand's I occupancy at the same point is above 0.5 and above
+    this hand's (ours; a target that removes the less confident hand from I's overlaps)."""
+    other = occ_init.flip(1)  # decoder d <-> 1 - d at the same points
+    loses = (other > 0.5) & (other > occ_init)
+    return identity_ref_occupancy(occ_init) * (~loses).to(occ_init.dtype)
+
+
 def identity_init_ref_decoder(net: RefOccNet) -> None:
     """Make R's decoder start as ``sigmoid(k (o_I - t))`` of I's occupancy (ours; a training
-    shortcut for a CPU budget): hidden channel 0 of ``init_enc`` reads the mean of the 32
-    repeated I-occupancy inputs, the conditioning of channel 0 is zeroed, the ResNet blocks
-    start as the identity (their ``fc_1`` is zero-initialised) and ``fc_out`` reads channel 0
-    only. Training then learns corrections (contact flattening) instead of I itself."""
+    shortcut for a CPU budget): hidden channel 0 of ``init_enc`` reads k times the mean of the
+    32 repeated I-occupancy inputs minus k t -- the logit itself --, the conditioning of
+    channel 0 is zeroed, the ResNet blocks start as the identity (their ``fc_1`` is
+    zero-initialised) and ``fc_out`` passes channel 0 through (weight 1, bias 0). Training
+    then learns corrections (contact flattening) instead of I itself. The scale k sits in
+    ``init_enc`` rather than in ``fc_out`` so that a learning step on anything that feeds
+    channel 0 is not multiplied by k on its way to the logit."""
     dec = net.trans_dec
     n_occ = net.cfg.init_occ_repeat
     occ_cols = slice(dec.init_enc.in_features - n_occ, dec.init_enc.in_features)
     dec.init_enc.weight[0].zero_()
-    dec.init_enc.weight[0, occ_cols] = 1.0 / n_occ
-    dec.init_enc.bias[0] = 0.0
+    dec.init_enc.weight[0, occ_cols] = IDENTITY_LOGIT_SCALE / n_occ
+    dec.init_enc.bias[0] = -IDENTITY_LOGIT_SCALE * IDENTITY_OFFSET
     for fc in dec.fc_c:
         fc.weight[0].zero_()
         fc.bias[0] = 0.0
@@ -371,11 +413,52 @@ def identity_init_ref_decoder(net: RefOccNet) -> None:
         block.fc_1.weight.zero_()
         block.fc_1.bias.zero_()
     dec.fc_out.weight.zero_()
-    dec.fc_out.weight[0, 0] = IDENTITY_LOGIT_SCALE
-    dec.fc_out.bias.fill_(-IDENTITY_LOGIT_SCALE * IDENTITY_OFFSET)
+    dec.fc_out.weight[0, 0] = 1.0
+    dec.fc_out.bias.zero_()
+
+
+class ClippedAdam(torch.optim.Adam):
+    """Adam whose step first clips the global gradient norm of its parameters to ``max_norm``
+    (R, ours: a few points of the contact set can dominate a small batch's gradient)."""
+
+    def __init__(self, params, max_norm: float, **kwargs):
+        super().__init__(params, **kwargs)
+        self.max_norm = float(max_norm)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+        if params and self.max_norm > 0:
+            nn.utils.clip_grad_norm_(params, self.max_norm)
+        return super().step(closure)
+
+
+def identity_tail_untouched(net: RefOccNet) -> bool:
+    """Whether R's decoder tail is still exactly as :func:`identity_init_ref_decoder` left it
+    (``fc_out`` reads channel 0 only and every ResNet block is the identity)."""
+    dec = net.trans_dec
+    return bool(
+        torch.all(dec.fc_out.weight[0, 1:] == 0)
+        and dec.fc_out.weight[0, 0] == 1.0
+        and dec.fc_out.bias[0] == 0.0
+        and all(torch.all(b.fc_1.weight == 0) and torch.all(b.fc_1.bias == 0) for b in dec.blocks)
+    )
 
 
 class RefRecipe(Recipe):
+    """Network R. Two ways to train (``ref_cache``):
+
+    * without: the reference recipe (every part of R except I and the shared encoder trains;
+      anchors from the ground-truth surface + noise, a stand-in for I's surface);
+    * with (ours, for a CPU budget; see :mod:`core.training.ref_cache`): only the decoder's MLP
+      tail trains, on cached values of everything before it, computed once per sample the way
+      the engine runs R (anchors on I's iso-surface). A step takes milliseconds instead of
+      seconds; the rest of R keeps its initial weights (those of ``init_from`` when that is an
+      R, else random), BatchNorm statistics included, exactly as the engine uses them.
+
+    ``init_from``: network I's weights (R is built around them), or an earlier R (fine-tuned;
+    a packed shipped file works too)."""
+
     network_name = "ref_occ"
 
     def __post_init__(self):
@@ -393,24 +476,74 @@ class RefRecipe(Recipe):
     def model_config(self):
         return ref_occ_config(self.cfg.backbone)
 
+    def cache_spec(self):
+        from core.training.ref_cache import RefCacheSpec
+
+        cfg = self.cfg
+        return RefCacheSpec(
+            points_per_hand=cfg.points_per_hand, contact_fraction=cfg.contact_fraction, seed=cfg.seed
+        )
+
     def build(self) -> nn.Module:
+        from core.training.shipping import load_packed_network
+
         net = RefOccNet(self.model_config())
-        init = load_network(self.init_path())
-        if not isinstance(init, InitOccNet):
+        init = load_packed_network(self.init_path())
+        if isinstance(init, RefOccNet):  # fine-tuning an earlier R (its I inside)
+            net.load_state_dict(init.state_dict())
+        elif isinstance(init, InitOccNet):
+            with torch.no_grad():
+                net.init_occ.load_state_dict(init.state_dict())
+            share_encoder_from_init(net, init, final_layer=True)
+        else:
             raise TrainConfigError(
-                f"R starts from network I's weights; {self.init_path()} holds another network"
+                f"R starts from network I's (or an earlier R's) weights; {self.init_path()} holds "
+                "another network"
             )
-        with torch.no_grad():
-            net.init_occ.load_state_dict(init.state_dict())
-        share_encoder_from_init(net, init, final_layer=True)
         net.image_encoder.requires_grad_(False)
         if self.cfg.identity_init:
             with torch.no_grad():
                 identity_init_ref_decoder(net)
         return net
 
+    def trainable(self, model: nn.Module) -> list[nn.Parameter]:
+        if self.cfg.ref_cache:
+            from core.training.ref_cache import tail_parameters
+
+            return tail_parameters(model)
+        return super().trainable(model)
+
+    def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        kwargs = dict(lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        if self.cfg.grad_clip > 0:
+            return ClippedAdam(self.trainable(model), self.cfg.grad_clip, **kwargs)
+        return torch.optim.Adam(self.trainable(model), **kwargs)
+
+    def prepare_dataset(self, dataset, model, device):
+        """With ``ref_cache``: items are the cached decoder inputs of their sample (built here on
+        first use). A tail still at its identity initialisation gets its data-dependent scaling
+        (:func:`core.training.ref_cache.normalise_tail_init`) from the first 16 samples."""
+        if not self.cfg.ref_cache:
+            return dataset
+        from core.training import ref_cache as rc
+
+        net = model.module if hasattr(model, "module") else model
+        folder = Path(self.cfg.ref_cache)
+        folder = folder if folder.is_absolute() else self.out_dir / folder
+        spec = self.cache_spec()
+        if not rc.cache_matches(folder, net, spec, len(dataset)):
+            rc.build_ref_cache(net, dataset, folder, spec, device=device)
+        cached = rc.RefCacheDataset(rc.RefCache(folder, net), len(dataset))
+        if self.cfg.identity_init and identity_tail_untouched(net):
+            first = [cached[i] for i in range(min(16, len(cached)))]
+            stack = lambda k: torch.stack([it[k] for it in first]).float().to(device)
+            rc.normalise_tail_init(net, stack("attended"), stack("pixel"), stack("occ_init"))
+        return cached
+
     def loss(self, model, batch, device):
         ref: RefOccNet = model.module if hasattr(model, "module") else model
+        if "attended" in batch:
+            return self._cached_loss(ref, batch, device)
         ref.image_encoder.eval()  # frozen and shared: BatchNorm on running statistics
         img = batch_images(batch, device)
         cam_K = batch["camera_K"].to(device)
@@ -422,6 +555,42 @@ class RefRecipe(Recipe):
         loss, parts = losses.ref_occ_loss(out, target, self.cfg.pen_weight)
         pred = {s: out[s] for s in HAND_SIDES}
         return loss, {"loss": loss.item(), **parts, "iou": occupancy_iou(pred, target, 0.45)}
+
+    def _cached_loss(self, ref: RefOccNet, batch: dict, device):
+        from core.training import ref_cache as rc
+
+        f32 = dict(device=device, dtype=torch.float32)
+        occ_init = batch["occ_init"].to(**f32)  # (B, 2 decoders, 2 point sets, M)
+        logits = rc.tail_logits(ref, batch["attended"].to(**f32), batch["pixel"].to(**f32), occ_init)
+        out = rc.split_by_role(torch.sigmoid(logits))
+        target = {s: batch["occ_gt"][:, i].to(**f32) for i, s in enumerate(HAND_SIDES)}
+        start = point_weight = None
+        if self.cfg.identity_weight > 0:
+            start = identity_ref_occupancy(occ_init)
+            if self.cfg.resolve_overlap:
+                identity, start = start, resolved_start_target(occ_init)
+                w = 1.0 + (self.cfg.overlap_point_weight - 1.0) * (start != identity).to(start.dtype)
+                point_weight = rc.split_by_role(w)
+            start = rc.split_by_role(start)
+            if not self.cfg.resolve_overlap:
+                start = {s: start[s] for s in HAND_SIDES}
+        cfg = self.cfg
+        loss, parts = losses.ref_occ_loss(
+            out, target, cfg.pen_weight, cfg.pos_weight, start, cfg.identity_weight, point_weight
+        )
+        with torch.no_grad():
+            init = rc.split_by_role(occ_init)
+            pen_init = losses.penetration_sum(
+                init["left"], init["right_at_left"], init["right"], init["left_at_right"]
+            )
+        pred = {s: out[s] for s in HAND_SIDES}
+        return loss, {
+            "loss": loss.item(),
+            **parts,
+            "iou": occupancy_iou(pred, target, 0.45),
+            "iou_init": occupancy_iou({s: init[s] for s in HAND_SIDES}, target, 0.5),
+            "pen_init": pen_init.item(),
+        }
 
 
 def identity_init_kpts_ref(net: KeypointRefiner) -> None:
