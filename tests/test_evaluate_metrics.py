@@ -140,3 +140,25 @@ def test_evaluate_rejects_bad_data_spec(capsys):
 
     assert main(["evaluate", "--data", "synthetic:seed=1,count=x"]) == 2
     assert "synthetic:seed=S,count=N" in capsys.readouterr().err
+
+
+def test_rows_are_scored_on_the_same_ground_truth_points():
+    """score_hand draws a sample's IoU points from its seed alone: the same reconstruction scores
+    the same in every row (row differences are paired), another seed gives other points."""
+    from tests.golden import halo_checkpoint_path
+
+    if not halo_checkpoint_path().is_file():
+        pytest.skip("official HALO checkpoint not present")
+    from core.engine import Engine, ReconstructionSettings
+
+    sample = next(evaluation.synthetic_samples(1234, 1))
+    engine = Engine(halo_checkpoint_path(), device="cpu")
+    settings = ReconstructionSettings(
+        resolution=32, preview_resolution=32, anchor_resolution=32, device="cpu"
+    )
+    rec, fields = engine.reconstruct_with_fields(None, sample.camera, sample.keypoints, settings)
+    first = evaluation.score_hand("left", sample, rec, fields, 5000, (0, 1))
+    again = evaluation.score_hand("left", sample, rec, fields, 5000, (0, 1))
+    other = evaluation.score_hand("left", sample, rec, fields, 5000, (0, 2))
+    assert first == again
+    assert 0.0 < first.iou < 1.0 and first.iou != other.iou

@@ -150,17 +150,22 @@ def synthetic_samples(first_seed: int, count: int) -> Iterator[EvalSample]:
 # Evaluation through the engine
 # ----------------------------------------------------------------------------------------
 def score_hand(
-    side: str, sample: EvalSample, rec: Reconstruction, fields, n_points: int, rng: np.random.Generator
+    side: str, sample: EvalSample, rec: Reconstruction, fields, n_points: int, seed: tuple[int, ...]
 ) -> HandScores:
+    """IoU and Chamfer of one hand. ``seed`` fixes the ground-truth side's random points (IoU
+    points, surface samples) independently of the reconstruction, so every row of a table is
+    scored on the same points of a sample: row differences are paired, not sampling noise."""
     gt_mesh = sample.meshes[side]
     mcp_gt = sample.keypoints.hand(side)[MANO_MIDDLE_MCP]
     mcp_pred = rec.keypoints.hand(side)[MANO_MIDDLE_MCP]
-    pts_gt = iou_points(gt_mesh, n_points, rng)
+    iou_rng, gt_rng, pred_rng = (np.random.default_rng((*seed, HAND_SIDES.index(side), k)) for k in range(3))
+    pts_gt = iou_points(gt_mesh, n_points, iou_rng)
     occ_gt = sample.occupancy(side, pts_gt)
     occ_pred = fields[side].contains(pts_gt - mcp_gt + mcp_pred)
     mesh = getattr(rec, side)
     cd = chamfer_l1_mm(
-        surface_samples(mesh, n_points, rng) - mcp_pred, surface_samples(gt_mesh, n_points, rng) - mcp_gt
+        surface_samples(mesh, n_points, pred_rng) - mcp_pred,
+        surface_samples(gt_mesh, n_points, gt_rng) - mcp_gt,
     )
     return HandScores(iou(occ_pred, occ_gt), cd)
 
@@ -217,7 +222,6 @@ def evaluate(
     }
     rows = {name: RowScores() for name in cfg.rows if plan[name][0] is not None}
     mpjpe = {"noisy": [], "refined": []}
-    rng = np.random.default_rng(cfg.seed)
     t0, count = time.perf_counter(), 0
     for sample in samples:
         count += 1
@@ -235,7 +239,7 @@ def evaluate(
                 scores.pen_cm3.append(0.0)
                 continue
             scores.seconds.append(time.perf_counter() - t)
-            hands = [score_hand(s, sample, rec, fields, cfg.n_points, rng) for s in HAND_SIDES]
+            hands = [score_hand(s, sample, rec, fields, cfg.n_points, (cfg.seed, count)) for s in HAND_SIDES]
             scores.iou += [h.iou for h in hands]
             scores.cd_mm += [h.cd_mm for h in hands]
             scores.pen_cm3.append(rec.penetration_volume_cm3)
