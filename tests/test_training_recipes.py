@@ -155,3 +155,43 @@ def test_kpts_frame_is_halo_order_mm():
     out = kpts_frame_mm({"left": j}, j[:, 9:10])["left"]
     assert torch.allclose(out, convert_joints((j - j[:, 9:10]) * 1000.0, "mano", "halo"))
     assert torch.allclose(out[0, 4], torch.zeros(3, dtype=out.dtype))  # halo joint 4 = middle MCP
+
+
+def test_init_keep_from_keeps_the_shared_encoder_and_takes_halo_decoders(tmp_path):
+    """init_keep_from: every non-decoder weight of an earlier I (here inside an R), decoders from
+    HALO, and training leaves the encoder (BatchNorm statistics included) bit-identical."""
+    from core.checkpoints import save_checkpoint
+    from core.models.halo_base import HaloBaseNet
+    from core.models.ref_occ import RefOccNet
+    from core.training.recipes import TrainConfig, make_recipe
+
+    torch.manual_seed(0)
+    halo = HaloBaseNet()
+    earlier = RefOccNet(ref_occ_config("resnet18"))
+    save_checkpoint(tmp_path / "halo.safetensors", halo, "halo_base")
+    save_checkpoint(tmp_path / "ref.safetensors", earlier, "ref_occ", config=earlier.cfg)
+    cfg = TrainConfig(network="init", data={"kind": "synth", "first_seed": 0, "count": 2},
+                      init_from="halo.safetensors", init_keep_from="ref.safetensors",
+                      freeze_encoder=True, batch_size=1, points_per_hand=64)  # fmt: skip
+    recipe = make_recipe(cfg, tmp_path)
+    net = recipe.build()
+    state, before, halo_state = net.state_dict(), earlier.init_occ.state_dict(), halo.state_dict()
+    decoders = ("left_decoder.", "right_decoder.")
+    for key, value in state.items():
+        if key.startswith(decoders):
+            src = halo_state["decoder." + key.split("_decoder.", 1)[1]]
+            if src.shape == value.shape:
+                assert torch.equal(value, src), key
+        else:
+            assert torch.equal(value, before[key]), key
+    # One training forward in train mode: the encoder's BatchNorm statistics do not move.
+    from core.training.datasets import dataset_from_spec
+
+    item = dataset_from_spec(cfg.data, recipe.item_spec())[(0, 0)]
+    batch = torch.utils.data.default_collate([item])
+    encoder_before = {k: v.clone() for k, v in net.image_encoder.state_dict().items()}
+    net.train()
+    loss, _ = recipe.loss(net, batch, "cpu")
+    assert torch.isfinite(loss)
+    for key, value in net.image_encoder.state_dict().items():
+        assert torch.equal(value, encoder_before[key]), key

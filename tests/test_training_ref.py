@@ -4,6 +4,7 @@ weights and a real synthetic sample."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -247,3 +248,23 @@ def _build_one_then_stop(net, dataset, folder, spec):
         rc.build_ref_cache(
             net, dataset, folder, spec, flush_every=1, progress=lambda i, n: _stop_after_one(i)
         )
+
+
+@pytest.mark.parametrize("scale", [4.0, 12.0])
+def test_identity_decoder_logit_scale_keeps_r_threshold_on_i_half(scale):
+    """The shipped untrained R uses k = 4 (slope 1 at the surface, I's field shape kept);
+    training starts at k = 12. Either way R = 0.45 exactly where I = 0.5."""
+    from core.models.ref_occ import RefOccNet
+    from core.training.netconfigs import ref_occ_config
+
+    torch.manual_seed(0)
+    net = RefOccNet(ref_occ_config("resnet18"))
+    with torch.no_grad():
+        identity_init_ref_decoder(net, logit_scale=scale)
+    att = torch.randn(1, 2, 2, 7, 200)
+    pix = torch.randn(1, 2, 2, 7, 32)
+    occ = torch.tensor([0.0, 0.2, 0.45, 0.5, 0.55, 0.8, 1.0]).expand(1, 2, 2, 7)
+    prob = torch.sigmoid(rc.tail_logits(net, att, pix, occ)).detach()
+    offset = 0.5 - math.log(0.45 / 0.55) / scale
+    assert torch.allclose(prob, torch.sigmoid(scale * (occ - offset)), atol=1e-5)
+    assert float(prob[0, 0, 0, 3]) == pytest.approx(0.45, abs=1e-5)

@@ -102,6 +102,11 @@ class TrainConfig:
     # I: keep the (randomly initialised) image encoder's weights fixed and train the rest; its
     # BatchNorm statistics still adapt to the data (ours, for a CPU budget; see InitRecipe)
     freeze_encoder: bool = False
+    # I (ours): start every weight except the two decoders -- image encoder with its BatchNorm
+    # statistics, attention, projections -- from this earlier I (or an R holding one, packed
+    # files too), and keep the encoder's statistics fixed while training, so that the encoder
+    # that R and K share stays bit-identical. The decoders still come from init_from (HALO).
+    init_keep_from: str | None = None
     torch_threads: int = 2
     # R: folder of cached frozen decoder inputs (relative to --out; built on first use; ours, for
     # a CPU budget): R then trains its decoder's MLP tail only, on anchors taken from I's
@@ -327,6 +332,15 @@ class InitRecipe(Recipe):
     def build(self) -> nn.Module:
         net = InitOccNet(self.model_config())
         net.apply(init_weights_official)
+        if self.cfg.init_keep_from:
+            from core.training.shipping import load_packed_network
+
+            path = Path(self.cfg.init_keep_from)
+            earlier = load_packed_network(path if path.is_absolute() else self.out_dir / path)
+            earlier = earlier.init_occ if isinstance(earlier, RefOccNet) else earlier
+            if not isinstance(earlier, InitOccNet):
+                raise TrainConfigError(f"init_keep_from must hold network I (or R); {path} does not")
+            net.load_state_dict(earlier.state_dict())
         if self.cfg.init_from:
             halo = load_network(self.init_path())
             with torch.no_grad():
@@ -338,6 +352,8 @@ class InitRecipe(Recipe):
         return net
 
     def loss(self, model, batch, device):
+        if self.cfg.init_keep_from:  # the shared encoder stays bit-identical (see TrainConfig)
+            (model.module if hasattr(model, "module") else model).image_encoder.eval()
         img = batch_images(batch, device)
         hands = hand_inputs_from_joints(batch["joints_left"], batch["joints_right"], device)
         pred = model(img, hands, _points(batch, device), chunk_size=None)
@@ -391,7 +407,7 @@ def resolved_start_target(occ_init: torch.Tensor) -> torch.Tensor:
     return identity_ref_occupancy(occ_init) * (~loses).to(occ_init.dtype)
 
 
-def identity_init_ref_decoder(net: RefOccNet) -> None:
+def identity_init_ref_decoder(net: RefOccNet, logit_scale: float = IDENTITY_LOGIT_SCALE) -> None:
     """Make R's decoder start as ``sigmoid(k (o_I - t))`` of I's occupancy (ours; a training
     shortcut for a CPU budget): hidden channel 0 of ``init_enc`` reads k times the mean of the
     32 repeated I-occupancy inputs minus k t -- the logit itself --, the conditioning of
@@ -404,8 +420,10 @@ def identity_init_ref_decoder(net: RefOccNet) -> None:
     n_occ = net.cfg.init_occ_repeat
     occ_cols = slice(dec.init_enc.in_features - n_occ, dec.init_enc.in_features)
     dec.init_enc.weight[0].zero_()
-    dec.init_enc.weight[0, occ_cols] = IDENTITY_LOGIT_SCALE / n_occ
-    dec.init_enc.bias[0] = -IDENTITY_LOGIT_SCALE * IDENTITY_OFFSET
+    # R's threshold 0.45 falls on I's 0.5 for any scale k: offset t = 0.5 - logit(0.45) / k.
+    offset = 0.5 - float(torch.logit(torch.tensor(0.45))) / logit_scale
+    dec.init_enc.weight[0, occ_cols] = logit_scale / n_occ
+    dec.init_enc.bias[0] = -logit_scale * offset
     for fc in dec.fc_c:
         fc.weight[0].zero_()
         fc.bias[0] = 0.0
