@@ -301,3 +301,19 @@ def test_engine_leaves_the_callers_network_config_alone():
     net = RefOccNet(cfg).eval()
     Engine.from_networks(ref=net, device="cpu")
     assert net.init_occ.cfg.depth_reference == "first_query"
+
+
+def test_refinement_inputs_are_what_r_reads(image_engine, keypoints, camera):
+    image = _image(camera, seed=3)
+    inputs = image_engine.refinement_inputs(image, camera, keypoints, FAST)
+    assert set(inputs.frames) == {"left", "right"}
+    for side in ("left", "right"):
+        anchors = inputs.anchors_cam_m[side]
+        assert anchors.shape == (FAST.num_anchors, 3) and np.isfinite(anchors).all()
+        # on I's surface near that hand: within the hand's reach of its wrist (metres)
+        wrist = getattr(keypoints, side)[0]
+        assert np.linalg.norm(anchors - wrist, axis=1).max() < 0.35
+    assert inputs.anchor_context is not None
+    assert set(inputs.anchor_context.z_ctx) == {"left", "right"}
+    one = TwoHandKeypoints(left=None, right=keypoints.right)
+    assert image_engine.refinement_inputs(image, camera, one, FAST).anchor_context is None

@@ -59,6 +59,17 @@ FEATURE_CACHE_SIZE = 2
 HAND_CACHE_SIZE = 4
 
 
+@dataclass(frozen=True)
+class RefinementInputs:
+    """What network R reads for one input, computed as a reconstruction computes it
+    (:meth:`Engine.refinement_inputs`; for training caches and analysis)."""
+
+    frames: dict[str, HandFrame]
+    features: ImageFeatures
+    anchors_cam_m: dict[str, np.ndarray]  # side -> (num_anchors, 3) on I's iso-surface
+    anchor_context: AnchorContext | None  # None when R does not run (one hand, no I surface)
+
+
 @dataclass
 class _HandState:
     """What one hand's keypoints yield on one image crop, kept across calls so that dragging
@@ -178,6 +189,26 @@ class Engine:
         with torch.inference_mode():
             features, _, _ = self._features(image, camera, frames, with_kpts=True)
             return self.backend.refine_keypoints(features, keypoints)
+
+    def refinement_inputs(
+        self,
+        image: np.ndarray,
+        camera: Camera,
+        keypoints: TwoHandKeypoints,
+        settings: ReconstructionSettings | None = None,
+    ) -> RefinementInputs:
+        """Network I at ``settings.anchor_resolution``, R's anchors on its iso-surface and
+        their encoding -- everything a reconstruction computes before R's decoder -- for
+        this input (caches included)."""
+        job = _Job(self, image, camera, keypoints, settings or ReconstructionSettings(), None)
+        with torch.inference_mode():
+            job._ensure_anchors()
+        return RefinementInputs(
+            frames=job.frames,
+            features=job.features,
+            anchors_cam_m=dict(job.anchors_cam_m),
+            anchor_context=job.anchor_context if job.refine else None,
+        )
 
     # -- image features (cached) ---------------------------------------------------------------
     def _features(

@@ -124,10 +124,11 @@ def normalise_tail_init(
 # Building
 # ----------------------------------------------------------------------------------------
 def _decoder_inputs(
-    net: RefOccNet, backend, job, d: str, s: str, points_s: np.ndarray
+    net: RefOccNet, backend, inputs, d: str, s: str, points_s: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """Cached values of the decoder of hand ``d`` at canonical points of hand ``s`` (M, 3)."""
-    frames, feats = job.frames, job.features
+    """Cached values of the decoder of hand ``d`` at canonical points of hand ``s`` (M, 3);
+    ``inputs`` from :meth:`core.engine.Engine.refinement_inputs`."""
+    frames, feats, context = inputs.frames, inputs.features, inputs.anchor_context
     dev = backend.device
     hand_d = frames[d].network_inputs(dev)
     p = torch.as_tensor(points_s, dtype=torch.float32, device=dev)[None]
@@ -138,8 +139,8 @@ def _decoder_inputs(
         )
         p = camera_to_canonical(cam, hand_d, d, net.cfg.global_scale)
     occ = backend.init_occupancy(feats, frames[d], p[0].cpu().numpy(), False)  # as the engine runs I
-    geometry = net.query_geometry(feats.ref, job.anchor_context, d, hand_d, feats.cam_K, p)
-    attended = net.trans_dec.ct1(geometry[..., :3], job.anchor_context.decoder_encoding(d))
+    geometry = net.query_geometry(feats.ref, context, d, hand_d, feats.cam_K, p)
+    attended = net.trans_dec.ct1(geometry[..., :3], context.decoder_encoding(d))
     return {"attended": attended[0].cpu().numpy(), "pixel": geometry[0, :, 3:].cpu().numpy(), "occ_init": occ}
 
 
@@ -148,7 +149,6 @@ def sample_cache_entry(
 ) -> dict[str, np.ndarray] | None:
     """The cached values of one synthetic sample (``SynthSample``), or None when network I
     finds no surface for a hand (the engine then skips R too)."""
-    from core.engine.engine import _Job
     from core.engine.settings import ReconstructionSettings
 
     rng = np.random.default_rng([spec.seed, index])
@@ -165,13 +165,12 @@ def sample_cache_entry(
         )
     res = spec.anchor_resolutions[index % len(spec.anchor_resolutions)]
     settings = ReconstructionSettings(resolution=res, anchor_resolution=res, device=str(engine.device))
+    inputs = engine.refinement_inputs(sample.image, sample.camera, sample.keypoints, settings)
+    if inputs.anchor_context is None:
+        return None
     with torch.inference_mode():
-        job = _Job(engine, sample.image, sample.camera, sample.keypoints, settings, None)
-        job._ensure_anchors()
-        if not job.refine or job.anchor_context is None:
-            return None
         per = {
-            (d, s): _decoder_inputs(net, engine.backend, job, d, s, points[s])
+            (d, s): _decoder_inputs(net, engine.backend, inputs, d, s, points[s])
             for d in HAND_SIDES
             for s in HAND_SIDES
         }
