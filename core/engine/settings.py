@@ -53,21 +53,16 @@ class ReconstructionSettings:
     penetration_spacing_m: float = 1e-3
 
     def __post_init__(self):
-        for name in ("resolution", "preview_resolution", "anchor_resolution"):
+        lattices = ("resolution", "preview_resolution", "anchor_resolution", "refinement_resolution")
+        for name in lattices:
             value = getattr(self, name)
+            if value is None:  # refinement_resolution only: off
+                continue
             steps = math.log2(value / self.mise_resolution0) if value >= 1 else -1
             if value < self.mise_resolution0 or steps != int(steps):
                 raise SettingsError(
                     f"{name} must be {self.mise_resolution0} times a power of two "
                     f"(e.g. 64, 128, 256), got {value}"
-                )
-        rr = self.refinement_resolution
-        if rr is not None:
-            steps = math.log2(rr / self.mise_resolution0) if rr >= 1 else -1
-            if rr < self.mise_resolution0 or steps != int(steps):
-                raise SettingsError(
-                    f"refinement_resolution must be None or {self.mise_resolution0} times a power of "
-                    f"two (e.g. 64, 128), got {rr}"
                 )
         if self.device not in DEVICES:
             raise SettingsError(f"device must be one of {DEVICES}, got {self.device!r}")

@@ -207,11 +207,12 @@ class SynthFolderDataset(_Addressed):
 
     def __getitem__(self, key) -> dict[str, torch.Tensor]:
         index, draw = self._split(key)
-        return sample_item(self._load(self.files[index]), self.spec, item_rng(self.spec, index, draw))
+        return sample_item(self.sample(index), self.spec, item_rng(self.spec, index, draw))
 
-    def _load(self, path: Path) -> SynthSample:
-        """:func:`load_sample` reading only what the items need (meshes and image are the
-        slow parts of a sample file)."""
+    def sample(self, index: int) -> SynthSample:
+        """Sample ``index`` as stored, read as :func:`load_sample` does but only with what the
+        items need (meshes and image are the slow parts of a sample file)."""
+        path = self.files[index]
         need_image = self.spec.needs_image
         with np.load(path) as z:
             w, h = (int(x) for x in z["image_size"])

@@ -23,9 +23,6 @@ never a silent reuse.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,6 +31,7 @@ import torch
 from torch import nn
 
 from core.models.image_encoder import normalize_image
+from core.training.cache_files import read_meta, state_fingerprint, write_meta
 from core.training.datasets import DatasetError, _Addressed
 
 FEATURES_FILE = "kpts_features.f16.npy"
@@ -57,20 +55,13 @@ def _check_content(content: str) -> None:
 def feature_fingerprint(net: nn.Module, content: str = CACHED_KEY) -> str:
     """SHA-1 of every tensor (weights and BatchNorm statistics) that the cached map depends on."""
     _check_content(content)
-    h = hashlib.sha1()
-    for name, tensor in sorted(net.state_dict().items()):
-        if name.startswith(CONTENT_PREFIXES[content]):
-            h.update(name.encode())
-            h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()
+    return state_fingerprint(net, lambda name: name.startswith(CONTENT_PREFIXES[content]))
 
 
 def _read_meta(folder: Path) -> dict | None:
-    path = folder / META_FILE
-    if not path.is_file():
-        return None
-    meta = json.loads(path.read_text())
-    meta.setdefault("content", CACHED_KEY)  # caches written before there was a choice
+    meta = read_meta(folder / META_FILE)
+    if meta is not None:
+        meta.setdefault("content", CACHED_KEY)  # caches written before there was a choice
     return meta
 
 
@@ -114,9 +105,7 @@ def build_feature_cache(
         net.image_encoder.train(encoder_was_training)
     meta = {"count": n, "shape": list(maps.shape), "content": content,
             "fingerprint": feature_fingerprint(net, content)}  # fmt: skip
-    tmp = folder / (META_FILE + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, folder / META_FILE)
+    write_meta(folder / META_FILE, meta)
     return folder
 
 

@@ -205,6 +205,11 @@ def _targets(batch: dict, device) -> dict[str, torch.Tensor]:
     return {s: batch[f"occ_{s}"].to(device) for s in HAND_SIDES}
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The network inside a DistributedDataParallel wrapper (or the network itself)."""
+    return model.module if hasattr(model, "module") else model
+
+
 def occupancy_iou(pred: dict[str, torch.Tensor], target: dict[str, torch.Tensor], thr: float) -> float:
     """Mean over hands of the IoU of thresholded predictions at the training points (a cheap
     training-time metric, like the reference's validation IoU)."""
@@ -240,13 +245,17 @@ class Recipe:
     def build(self) -> nn.Module:
         raise NotImplementedError
 
+    def config_path(self, value: str) -> Path:
+        """A path of the config: absolute, or relative to the run's output folder."""
+        path = Path(value)
+        return path if path.is_absolute() else self.out_dir / path
+
     def init_path(self) -> Path:
         if not self.cfg.init_from:
             raise TrainConfigError(
                 f"training {self.cfg.network} needs 'init_from' (an earlier stage's weights)"
             )
-        path = Path(self.cfg.init_from)
-        path = path if path.is_absolute() else (self.out_dir / path)
+        path = self.config_path(self.cfg.init_from)
         if not path.is_file():
             raise TrainConfigError(f"init_from weights not found: {path} (train the earlier stage first)")
         return path
@@ -335,8 +344,8 @@ class InitRecipe(Recipe):
         if self.cfg.init_keep_from:
             from core.training.shipping import load_packed_network
 
-            path = Path(self.cfg.init_keep_from)
-            earlier = load_packed_network(path if path.is_absolute() else self.out_dir / path)
+            path = self.config_path(self.cfg.init_keep_from)
+            earlier = load_packed_network(path)
             earlier = earlier.init_occ if isinstance(earlier, RefOccNet) else earlier
             if not isinstance(earlier, InitOccNet):
                 raise TrainConfigError(f"init_keep_from must hold network I (or R); {path} does not")
@@ -353,7 +362,7 @@ class InitRecipe(Recipe):
 
     def loss(self, model, batch, device):
         if self.cfg.init_keep_from:  # the shared encoder stays bit-identical (see TrainConfig)
-            (model.module if hasattr(model, "module") else model).image_encoder.eval()
+            unwrap(model).image_encoder.eval()
         img = batch_images(batch, device)
         hands = hand_inputs_from_joints(batch["joints_left"], batch["joints_right"], device)
         pred = model(img, hands, _points(batch, device), chunk_size=None)
@@ -545,9 +554,8 @@ class RefRecipe(Recipe):
             return dataset
         from core.training import ref_cache as rc
 
-        net = model.module if hasattr(model, "module") else model
-        folder = Path(self.cfg.ref_cache)
-        folder = folder if folder.is_absolute() else self.out_dir / folder
+        net = unwrap(model)
+        folder = self.config_path(self.cfg.ref_cache)
         spec = self.cache_spec()
         if not rc.cache_matches(folder, net, spec, len(dataset)):
             rc.build_ref_cache(net, dataset, folder, spec, device=device)
@@ -559,7 +567,7 @@ class RefRecipe(Recipe):
         return cached
 
     def loss(self, model, batch, device):
-        ref: RefOccNet = model.module if hasattr(model, "module") else model
+        ref: RefOccNet = unwrap(model)
         if "attended" in batch:
             return self._cached_loss(ref, batch, device)
         ref.image_encoder.eval()  # frozen and shared: BatchNorm on running statistics
@@ -682,9 +690,8 @@ class KptsRecipe(Recipe):
         from core.training import feature_cache as fc
         from core.training.datasets import dataset_from_spec
 
-        net = model.module if hasattr(model, "module") else model
-        folder = Path(self.cfg.feature_cache)
-        folder = folder if folder.is_absolute() else self.out_dir / folder
+        net = unwrap(model)
+        folder = self.config_path(self.cfg.feature_cache)
         content = self.cache_content()
         if not fc.cache_matches(folder, net, len(dataset), content):
             crops = ItemSpec(points_per_hand=1, seed=self.cfg.seed, crop_with="noisy")
@@ -713,7 +720,7 @@ class KptsRecipe(Recipe):
         return net
 
     def loss(self, model, batch, device):
-        net: KeypointRefiner = model.module if hasattr(model, "module") else model
+        net: KeypointRefiner = unwrap(model)
         net.image_encoder.eval()
         noisy = {s: batch[f"noisy_joints_{s}"].double() for s in HAND_SIDES}
         gt = {s: batch[f"joints_{s}"].double() for s in HAND_SIDES}

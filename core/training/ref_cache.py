@@ -24,9 +24,6 @@ with ``filled`` samples serves any dataset of at most that many samples (its fir
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +35,8 @@ from torch import nn
 from core.geometry import camera_ops
 from core.hand.joints import HAND_SIDES
 from core.models.ref_occ import RefOccNet, camera_to_canonical
-from core.training.datasets import DatasetError, _Addressed, contact_subsample
+from core.training.cache_files import read_meta, state_fingerprint, write_meta
+from core.training.datasets import DatasetError, SynthFolderDataset, _Addressed, contact_subsample
 
 META_FILE = "ref_cache.json"
 # The trainable part of R when it trains from this cache: the decoder's MLP tail.
@@ -71,12 +69,7 @@ class RefCacheSpec:
 
 def frozen_fingerprint(net: RefOccNet) -> str:
     """SHA-1 of every tensor of R (I inside) that is not part of the trainable tail."""
-    h = hashlib.sha1()
-    for name, tensor in sorted(net.state_dict().items()):
-        if not name.startswith(TAIL_PREFIXES):
-            h.update(name.encode())
-            h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()
+    return state_fingerprint(net, lambda name: not name.startswith(TAIL_PREFIXES))
 
 
 # ----------------------------------------------------------------------------------------
@@ -182,14 +175,11 @@ def sample_cache_entry(
 
 
 def _read_meta(folder: Path) -> dict | None:
-    path = folder / META_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_meta(folder / META_FILE)
 
 
 def _write_meta(folder: Path, meta: dict) -> None:
-    tmp = folder / (META_FILE + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, folder / META_FILE)
+    write_meta(folder / META_FILE, meta)
 
 
 def build_ref_cache(
@@ -208,7 +198,7 @@ def build_ref_cache(
     same weights, spec and count; anything else there is replaced."""
     from core.engine.engine import Engine
 
-    if not hasattr(dataset, "files") or not hasattr(dataset, "_load"):
+    if not isinstance(dataset, SynthFolderDataset):
         raise DatasetError("R's cache needs a synth_folder dataset (samples with meshes and images)")
     spec = spec or RefCacheSpec()
     folder = Path(folder)
@@ -247,7 +237,7 @@ def build_ref_cache(
     net.eval()
     try:
         for i in range(meta["filled"], count):
-            sample = dataset._load(dataset.files[i])
+            sample = dataset.sample(i)
             entry = sample_cache_entry(net, engine, sample, spec, i)
             if entry is None:
                 arrays["valid"][i] = 0
