@@ -199,3 +199,24 @@ def test_init_from_an_earlier_k_fine_tunes_all_of_its_weights(data_dir, tmp_path
         assert torch.equal(tuned.state_dict()[name], value), name
     with pytest.raises(TrainConfigError, match="identity_init"):
         _recipe(data_dir, tmp_path, dropout=0.0, init_from=str(path))
+
+
+def test_our_k_trains_with_the_undirected_graph_and_fine_tuning_keeps_the_graph(data_dir, tmp_path):
+    from core.checkpoints import save_checkpoint
+    from core.training.netconfigs import TrainConfigError, load_network
+
+    recipe, net = _recipe(data_dir, tmp_path, dropout=0.0)
+    assert recipe.cfg.kpts_graph == "undirected" and net.cfg.undirected_graph
+    adjacency = net.gcn_layers[0].graph_left.adjacency
+    assert torch.equal(adjacency, adjacency.T)
+    # the choice is stored with the weights and comes back on load
+    path = save_checkpoint(tmp_path / "k.safetensors", net, "kpts_ref", config=recipe.model_config())
+    assert load_network(path).cfg.undirected_graph
+    # fine-tuning a K with the other graph would silently change what its weights compute
+    with pytest.raises(TrainConfigError, match='"kpts_graph": "undirected"'):
+        _recipe(data_dir, tmp_path, dropout=0.0, init_from=str(path), identity_init=False,
+                kpts_graph="directed")  # fmt: skip
+    _, directed = _recipe(data_dir, tmp_path, dropout=0.0, kpts_graph="directed")
+    assert not directed.cfg.undirected_graph
+    with pytest.raises(TrainConfigError, match="kpts_graph"):
+        TrainConfig(network="kpts", data={}, kpts_graph="both")

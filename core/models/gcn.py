@@ -1,7 +1,8 @@
 """Graph convolution over the 21-joint hand skeleton, as used by network K.
 
 * :func:`hand_joint_adjacency` -- the directed parent->child adjacency in the ``halo`` order
-  (``A[parent, child] = 1``; not symmetrised, no self loops, not normalised).
+  (``A[parent, child] = 1``; not symmetrised, no self loops, not normalised), or with
+  ``undirected=True`` the same skeleton with edges both ways (ours, see the function).
 * :func:`chebyshev_features` -- the order-2 Chebyshev basis ``[x, A @ x]``: a pure function.
 * :class:`GraphResBlock` / :class:`GraphLayer` -- two residual graph-conv blocks (state-dict
   names ``GCN_blocks.{0,1}.{norm1, fc1, norm2, fc2, shortcut, norm3}``).
@@ -23,11 +24,18 @@ CHEBYSHEV_ORDER = 2
 LAYER_NORM_EPS = 1e-6
 
 
-def hand_joint_adjacency(dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """(21, 21) adjacency over ``halo``-order joints with ``A[parent, child] = 1``."""
+def hand_joint_adjacency(dtype: torch.dtype = torch.float32, undirected: bool = False) -> torch.Tensor:
+    """(21, 21) adjacency over ``halo``-order joints with ``A[parent, child] = 1`` (official).
+
+    ``undirected`` also sets ``A[child, parent] = 1`` (ours). With the official matrix a joint
+    only ever aggregates its descendants: fingertips see nothing but themselves and cannot
+    average their noise against the rest of the hand. Same weights, so either can be used
+    with any checkpoint, but a network must run with the matrix it was trained with."""
     adjacency = torch.zeros(NUM_JOINTS, NUM_JOINTS, dtype=dtype)
     for parent, child in HALO_EDGES:
         adjacency[parent, child] = 1.0
+        if undirected:
+            adjacency[child, parent] = 1.0
     return adjacency
 
 
@@ -110,6 +118,7 @@ class DualGraphLayer(nn.Module):
         grid_size: int = 8,
         n_heads: int = 4,
         dropout: float = 0.01,
+        adjacency: torch.Tensor | None = None,
     ):
         super().__init__()
         self.in_dim = in_dim
@@ -123,8 +132,8 @@ class DualGraphLayer(nn.Module):
             n_heads=n_heads,
             dropout=dropout,
         )
-        self.graph_left = GraphLayer(in_dim, graph_dim, dropout=dropout)
-        self.graph_right = GraphLayer(in_dim, graph_dim, dropout=dropout)
+        self.graph_left = GraphLayer(in_dim, graph_dim, adjacency, dropout=dropout)
+        self.graph_right = GraphLayer(in_dim, graph_dim, adjacency, dropout=dropout)
         self.img_ex_left = ImgEx(img_ex_cfg)
         self.img_ex_right = ImgEx(img_ex_cfg)
 

@@ -28,7 +28,7 @@ from torch import nn
 from core.errors import ImageError, KeypointError
 from core.hand.joints import HALO_MIDDLE_MCP, NUM_JOINTS, convert_joints
 from core.models.config import EncoderConfig
-from core.models.gcn import DualGraphLayer
+from core.models.gcn import DualGraphLayer, hand_joint_adjacency
 from core.models.image_encoder import ResNetSimple
 from core.types import TwoHandKeypoints
 
@@ -162,6 +162,11 @@ class KptsRefConfig:
     reg_hidden_dim: int = 32
     dropout: float = 0.01
     right_uses_left_regressor: bool = False  # official quirk Q8 when True
+    # Skeleton graph of the GCN layers: False = the official directed parent->child matrix (each
+    # joint aggregates only its descendants); True = edges both ways (ours, the default of our
+    # training, see core.training.netconfigs). Not a weight: stored in the checkpoint's config,
+    # and configs without it (official, earlier ones) mean directed.
+    undirected_graph: bool = False
 
     @classmethod
     def official(cls) -> KptsRefConfig:
@@ -211,6 +216,7 @@ class KeypointRefiner(nn.Module):
         self.left_pt_emb = _pointwise_mlp(3, cfg.point_hidden_dim, cfg.point_dim, cfg.dropout)
         self.right_pt_emb = _pointwise_mlp(3, cfg.point_hidden_dim, cfg.point_dim, cfg.dropout)
         dims = cfg.layer_dims
+        adjacency = hand_joint_adjacency(undirected=cfg.undirected_graph)
         self.gcn_layers = nn.ModuleList(
             [
                 DualGraphLayer(
@@ -221,6 +227,7 @@ class KeypointRefiner(nn.Module):
                     grid_size=cfg.grid_size,
                     n_heads=cfg.n_heads,
                     dropout=cfg.dropout,
+                    adjacency=adjacency,
                 )
                 for i, grid_f_dim in enumerate(cfg.grid_f_dims)
             ]

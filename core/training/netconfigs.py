@@ -37,10 +37,15 @@ def ref_occ_config(backbone: str) -> RefOccConfig:
     )
 
 
-def kpts_ref_config(backbone: str, dropout: float | None = None) -> KptsRefConfig:
+def kpts_ref_config(
+    backbone: str, dropout: float | None = None, undirected_graph: bool = True
+) -> KptsRefConfig:
     # 64 image channels instead of 256: K's per-layer patch-token projections (16384 inputs
-    # per token at 256 channels) would otherwise weigh 23 MB in float16.
-    cfg = KptsRefConfig(encoder=EncoderConfig(backbone=backbone), image_feature_dim=64)
+    # per token at 256 channels) would otherwise weigh 23 MB in float16. The skeleton graph is
+    # undirected unless asked (see KptsRefConfig.undirected_graph).
+    cfg = KptsRefConfig(
+        encoder=EncoderConfig(backbone=backbone), image_feature_dim=64, undirected_graph=undirected_graph
+    )
     return cfg if dropout is None else dataclasses.replace(cfg, dropout=float(dropout))
 
 

@@ -99,6 +99,10 @@ class TrainConfig:
     # Euclidean error in mm, the evaluation's metric; less pulled by rare large errors such as
     # swapped fingers). The root term follows: squared resp. plain distance of each middle MCP.
     kpts_loss: str = "mse"
+    # K: the skeleton graph of its GCN layers: "undirected" (ours, default: every joint can
+    # average its noise against its neighbours) or "directed" (the reference's parent->child
+    # matrix, with which each joint only sees its descendants; see core.models.gcn)
+    kpts_graph: str = "undirected"
     # I: keep the (randomly initialised) image encoder's weights fixed and train the rest; its
     # BatchNorm statistics still adapt to the data (ours, for a CPU budget; see InitRecipe)
     freeze_encoder: bool = False
@@ -134,6 +138,8 @@ class TrainConfig:
             raise TrainConfigError(f"network must be one of {sorted(NETWORK_NAMES)}, got {self.network!r}")
         if self.kpts_loss not in ("mse", "mpjpe"):
             raise TrainConfigError(f"kpts_loss must be 'mse' or 'mpjpe', got {self.kpts_loss!r}")
+        if self.kpts_graph not in ("directed", "undirected"):
+            raise TrainConfigError(f"kpts_graph must be 'directed' or 'undirected', got {self.kpts_graph!r}")
         if self.cache_encoder_maps and not self.feature_cache:
             raise TrainConfigError("cache_encoder_maps needs a feature_cache folder")
         for name in ("batch_size", "max_iters", "checkpoint_every", "log_every"):
@@ -701,7 +707,7 @@ class KptsRecipe(Recipe):
         return fc.CachedFeatureDataset(dataset, fc.FeatureCache(folder, net, len(dataset), content))
 
     def model_config(self):
-        return kpts_ref_config(self.cfg.backbone, self.cfg.dropout)
+        return kpts_ref_config(self.cfg.backbone, self.cfg.dropout, self.cfg.kpts_graph == "undirected")
 
     def build(self) -> nn.Module:
         net = KeypointRefiner(self.model_config())
@@ -710,6 +716,12 @@ class KptsRecipe(Recipe):
         if isinstance(init, KeypointRefiner):  # fine-tuning an earlier K: all of its weights
             if self.cfg.identity_init:
                 raise TrainConfigError("identity_init would overwrite the K weights given in init_from")
+            if init.cfg.undirected_graph != net.cfg.undirected_graph:
+                kind = "undirected" if init.cfg.undirected_graph else "directed"
+                raise TrainConfigError(
+                    f"the K in init_from runs a {kind} skeleton graph; "
+                    f"set \"kpts_graph\": \"{kind}\" to fine-tune it"
+                )
             net.load_state_dict(init.state_dict())
         elif init is not None:  # I (or R's I): the shared encoder only
             share_encoder_from_init(net, init, final_layer=False)
