@@ -195,3 +195,25 @@ def test_init_keep_from_keeps_the_shared_encoder_and_takes_halo_decoders(tmp_pat
     assert torch.isfinite(loss)
     for key, value in net.image_encoder.state_dict().items():
         assert torch.equal(value, encoder_before[key]), key
+
+
+def test_every_shipped_training_config_parses():
+    """The configs/*.json files are the recipes of the shipped weights: each network section
+    must still be a valid TrainConfig (a renamed or removed option would fail here)."""
+    import json
+    from pathlib import Path
+
+    from core.training.recipes import NETWORK_NAMES, TrainConfig
+
+    files = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.json"))
+    assert {f.name for f in files} >= {"shipped.json", "shipped_kpts_finetune.json", "gpu.json", "tiny.json"}
+    parsed = 0
+    for path in files:
+        sections = json.loads(path.read_text())
+        for network in set(sections) & set(NETWORK_NAMES):
+            cfg = TrainConfig.from_sections(sections, network)
+            assert cfg.network == network
+            parsed += 1
+    assert parsed >= 10
+    shipped_k = TrainConfig.from_sections(json.loads((files[0].parent / "shipped.json").read_text()), "kpts")
+    assert shipped_k.kpts_graph == "undirected" and shipped_k.identity_init
