@@ -65,8 +65,8 @@ class SettingsPanel(QWidget):
         self.use_k = QCheckBox("K: refine keypoints")
         self.stages = QComboBox()
         # Third entry: the engine's approximate guided refinement (R up to 128³, I's detail
-        # beyond): 256³ final 2.0 s instead of 3.1 s on the 2-core CPU, mesh IoU 0.996 against
-        # the exact R (bench, shipped weights).
+        # beyond): 256³ final 2.05 s instead of 2.75 s on the 2-core CPU, mesh IoU 0.995
+        # against the exact R (`main.py bench`, key im2hands.guided, shipped weights).
         self.stages.addItems(["I + R (refined)", "I only (initial)", "I + R, fast final (R to 128³)"])
         form.addRow(self.use_k)
         form.addRow("Occupancy", self.stages)

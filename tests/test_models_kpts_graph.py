@@ -8,7 +8,7 @@ from core.hand.joints import HALO_EDGES
 from core.models.config import EncoderConfig
 from core.models.gcn import hand_joint_adjacency
 from core.models.kpts_ref import KeypointRefiner, KptsRefConfig
-from core.training.netconfigs import _from_dict
+from core.training.netconfigs import build_network
 
 WRIST, MIDDLE_TIP = 0, 18  # halo order: middle finger 0-4-5-6-18
 
@@ -45,6 +45,7 @@ def test_only_the_undirected_graph_lets_a_fingertip_see_the_rest_of_the_hand():
 
 
 def test_configs_without_the_field_mean_the_official_directed_graph():
-    stored = {"image_feature_dim": 64}  # an earlier checkpoint's config: no undirected_graph
-    assert _from_dict(KptsRefConfig, stored).undirected_graph is False
+    # an earlier checkpoint's stored config: no undirected_graph
+    stored = {"encoder": {"backbone": "resnet18"}, "image_feature_dim": 32}
+    assert build_network("kpts_ref", stored).cfg.undirected_graph is False
     assert KptsRefConfig.official().undirected_graph is False

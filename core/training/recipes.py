@@ -403,9 +403,15 @@ def encode_image_shared(ref: RefOccNet, img: torch.Tensor) -> RefOccImageFeature
     return RefOccImageFeatures(fmap, img_global, InitOccImageFeatures(fmap_i, tokens))
 
 
+def identity_offset(logit_scale: float) -> float:
+    """The offset t of R's identity start k (o_I - t) at scale k: R's 0.45 level falls on I's
+    0.5 level, t = 0.5 - logit(0.45) / k."""
+    return 0.5 - float(torch.logit(torch.tensor(0.45))) / logit_scale
+
+
 # I's occupancy o_I -> R's logit k (o_I - t): R's 0.45 level sits on I's 0.5 level.
 IDENTITY_LOGIT_SCALE = 12.0
-IDENTITY_OFFSET = 0.5 - float(torch.logit(torch.tensor(0.45))) / IDENTITY_LOGIT_SCALE
+IDENTITY_OFFSET = identity_offset(IDENTITY_LOGIT_SCALE)
 
 
 def identity_ref_occupancy(occ_init: torch.Tensor) -> torch.Tensor:
@@ -413,13 +419,18 @@ def identity_ref_occupancy(occ_init: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(IDENTITY_LOGIT_SCALE * (occ_init - IDENTITY_OFFSET))
 
 
-def resolved_start_target(occ_init: torch.Tensor) -> torch.Tensor:
-    """(B, 2 decoders, 2 point sets, M) I occupancies -> R's identity output with I's overlaps
-    resolved: zero where the other hand's I occupancy at the same point is above 0.5 and above
-    this hand's (ours; a target that removes the less confident hand from I's overlaps)."""
+def overlap_losers(occ_init: torch.Tensor) -> torch.Tensor:
+    """(B, 2 decoders, 2 point sets, M) I occupancies -> True where the other hand's I
+    occupancy at the same point is above 0.5 and above this hand's (the less confident hand
+    of one of I's overlaps)."""
     other = occ_init.flip(1)  # decoder d <-> 1 - d at the same points
-    loses = (other > 0.5) & (other > occ_init)
-    return identity_ref_occupancy(occ_init) * (~loses).to(occ_init.dtype)
+    return (other > 0.5) & (other > occ_init)
+
+
+def resolved_start_target(occ_init: torch.Tensor) -> torch.Tensor:
+    """R's identity output with I's overlaps resolved: zero at :func:`overlap_losers` (ours; a
+    target that removes the less confident hand from I's overlaps)."""
+    return identity_ref_occupancy(occ_init) * (~overlap_losers(occ_init)).to(occ_init.dtype)
 
 
 def identity_init_ref_decoder(net: RefOccNet, logit_scale: float = IDENTITY_LOGIT_SCALE) -> None:
@@ -435,10 +446,8 @@ def identity_init_ref_decoder(net: RefOccNet, logit_scale: float = IDENTITY_LOGI
     n_occ = net.cfg.init_occ_repeat
     occ_cols = slice(dec.init_enc.in_features - n_occ, dec.init_enc.in_features)
     dec.init_enc.weight[0].zero_()
-    # R's threshold 0.45 falls on I's 0.5 for any scale k: offset t = 0.5 - logit(0.45) / k.
-    offset = 0.5 - float(torch.logit(torch.tensor(0.45))) / logit_scale
     dec.init_enc.weight[0, occ_cols] = logit_scale / n_occ
-    dec.init_enc.bias[0] = -logit_scale * offset
+    dec.init_enc.bias[0] = -logit_scale * identity_offset(logit_scale)
     for fc in dec.fc_c:
         fc.weight[0].zero_()
         fc.bias[0] = 0.0
@@ -596,17 +605,16 @@ class RefRecipe(Recipe):
         logits = rc.tail_logits(ref, batch["attended"].to(**f32), batch["pixel"].to(**f32), occ_init)
         out = rc.split_by_role(torch.sigmoid(logits))
         target = {s: batch["occ_gt"][:, i].to(**f32) for i, s in enumerate(HAND_SIDES)}
-        start = point_weight = None
-        if self.cfg.identity_weight > 0:
-            start = identity_ref_occupancy(occ_init)
-            if self.cfg.resolve_overlap:
-                identity, start = start, resolved_start_target(occ_init)
-                w = 1.0 + (self.cfg.overlap_point_weight - 1.0) * (start != identity).to(start.dtype)
-                point_weight = rc.split_by_role(w)
-            start = rc.split_by_role(start)
-            if not self.cfg.resolve_overlap:
-                start = {s: start[s] for s in HAND_SIDES}
         cfg = self.cfg
+        start = point_weight = None
+        if cfg.identity_weight > 0:
+            identity = identity_ref_occupancy(occ_init)
+            if cfg.resolve_overlap:  # the target also applies at the other hand's points
+                loses = overlap_losers(occ_init).to(identity.dtype)
+                start = rc.split_by_role(identity * (1.0 - loses))
+                point_weight = rc.split_by_role(1.0 + (cfg.overlap_point_weight - 1.0) * loses)
+            else:
+                start = {s: v for s, v in rc.split_by_role(identity).items() if s in HAND_SIDES}
         loss, parts = losses.ref_occ_loss(
             out, target, cfg.pen_weight, cfg.pos_weight, start, cfg.identity_weight, point_weight
         )
