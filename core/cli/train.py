@@ -1,9 +1,12 @@
-"""``python main.py train {kpts,init,ref,halo} --config CONFIG --out DIR [--resume] [--max-iters N]``
+"""``python main.py train {kpts,init,ref,halo,encoder} --config CONFIG --out DIR [--resume] [--max-iters N]
+[--budget-minutes M]``
 
 Trains one network with the recipe of :mod:`core.training.recipes` and the loop of
-:mod:`core.training.trainer`. CONFIG is a JSON file with a ``common`` section and one section
-per network (see ``configs/shipped.json``); ``init_from`` paths are relative to DIR. Under
-``torchrun`` the same command trains on every process (DistributedDataParallel)."""
+:mod:`core.training.trainer`; ``encoder`` trains the shared image encoder on its own
+(:mod:`core.training.encoder_training`, config section ``encoder``, see configs/encoder.json).
+CONFIG is a JSON file with a ``common`` section and one section per network (see
+``configs/shipped.json``); ``init_from`` paths are relative to DIR. Under ``torchrun`` the same
+command trains on every process (DistributedDataParallel)."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from pathlib import Path
 
 from core.errors import InputError
 
-NETWORK_CHOICES = ("kpts", "init", "ref", "halo")
+NETWORK_CHOICES = ("kpts", "init", "ref", "halo", "encoder")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,12 +29,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-iters", type=int, default=None, help="stop after this many iterations in total"
     )
+    parser.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=None,
+        help="encoder only: stop cleanly (checkpoint + weights) before this many minutes pass",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def load_config(path: Path, network: str):
-    from core.training.recipes import TrainConfig
-
+def _read_sections(path: Path) -> dict:
     if not path.is_file():
         raise InputError(f"training config not found: {path}")
     try:
@@ -40,7 +47,37 @@ def load_config(path: Path, network: str):
         raise InputError(f"{path} is not valid JSON: {exc}") from exc
     if not isinstance(sections, dict):
         raise InputError(f"{path} must hold a JSON object with a section per network")
-    return TrainConfig.from_sections(sections, network)
+    return sections
+
+
+def load_config(path: Path, network: str):
+    from core.training.recipes import TrainConfig
+
+    return TrainConfig.from_sections(_read_sections(path), network)
+
+
+def run_encoder(args: argparse.Namespace) -> int:
+    from core.training.encoder_training import EncoderTrainConfig, train_encoder
+
+    sections = _read_sections(args.config)
+    if "encoder" not in sections:
+        raise InputError(f"{args.config} has no 'encoder' section")
+    cfg = EncoderTrainConfig.from_dict(sections["encoder"], base_dir=args.config.resolve().parent)
+    result = train_encoder(
+        cfg,
+        args.out,
+        resume=args.resume,
+        budget_minutes=args.budget_minutes,
+        max_iters=args.max_iters,
+        progress=not args.no_progress,
+    )
+    metrics = ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items())
+    print(
+        f"encoder: {result.iterations} iterations in all ({result.seconds_this_run / 60:.1f} min this run, "
+        f"{result.seconds_total / 60:.1f} min in all; stopped by {result.stopped_by}): {metrics}"
+    )
+    print(f"weights: {result.export_path}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,6 +85,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_iters is not None and args.max_iters < 1:
         raise InputError("--max-iters must be at least 1")
+    if args.budget_minutes is not None and args.budget_minutes <= 0:
+        raise InputError("--budget-minutes must be positive")
+    if args.network == "encoder":
+        return run_encoder(args)
+    if args.budget_minutes is not None:
+        raise InputError("--budget-minutes is for the encoder campaign (train encoder)")
     cfg = load_config(args.config, args.network)
     result = train(cfg, args.out, resume=args.resume, max_iters=args.max_iters, progress=not args.no_progress)
     metrics = ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items())

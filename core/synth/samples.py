@@ -76,6 +76,9 @@ class SynthSample:
     interaction: str
     overlap_depth_m: float  # raw solids' overlap before resolution (negative: gap)
     labels: np.ndarray  # (H, W) uint8: render.LABEL_* of the visible surface
+    # (H, W) camera z of the visible surface, metres (inf where empty); the encoder's dense
+    # targets come from it. None for folders written before it was stored.
+    depth_m: np.ndarray | None = None
     meshes: dict[str, HandMesh] | None = None  # contact-resolved, camera frame (keep_meshes)
 
 
@@ -204,7 +207,8 @@ def _render(
     meshes: dict[str, tuple[np.ndarray, np.ndarray]],
     kp: dict[str, np.ndarray],
     camera: Camera,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """-> (RGB image uint8, labels, depth of the visible surface in metres)."""
     size = cfg.image_size
     base = rd.SKIN_TONES[rng.integers(len(rd.SKIN_TONES))]
     skin = np.clip(base * rng.uniform(0.9, 1.1, 3), 0, 1)
@@ -231,7 +235,7 @@ def _render(
                 v, f = _forearm_mesh(kp[s], s, sleeve_start, 0.3, hw * 1.25, ht * 1.3)
                 layers.append(rd.MeshLayer(v, f, sleeve, rd.LABEL_ARM))
     noise = (0.92 + 0.16 * rd._value_noise(rng, size, 24)).astype(np.float32)
-    rgb, labels, _ = rd.shade_layers(layers, camera.K, size, rd.Lighting.sample(rng), noise)
+    rgb, labels, depth_m = rd.shade_layers(layers, camera.K, size, rd.Lighting.sample(rng), noise)
     background = rd.random_background(rng, size)
     drawn = labels > 0
     img = np.where(drawn[..., None], rgb, background)
@@ -240,7 +244,8 @@ def _render(
         colour, occ = rd.occluder_layer(rng, size, hands)
         img[occ] = colour[occ]
         labels[occ] = rd.LABEL_OCCLUDER
-    return rd.camera_effects(rng, img), labels
+        depth_m = np.where(occ, np.inf, depth_m)
+    return rd.camera_effects(rng, img), labels, depth_m
 
 
 def _occupancy_samples(
@@ -278,7 +283,7 @@ def generate_sample(seed: int, config: SynthConfig | None = None) -> SynthSample
         camera = rd.crop_camera(
             all_verts, focal, (rng.uniform(300, 700), rng.uniform(200, 500)), cfg.image_size
         )
-        image, labels = _render(rng, cfg, meshes, kp, camera)
+        image, labels, depth_m = _render(rng, cfg, meshes, kp, camera)
         occupancy = {s: _occupancy_samples(rng, cfg, s, kp[s], fields[s], *meshes[s]) for s in HAND_SIDES}
         keypoints = TwoHandKeypoints(left=kp["left"].copy(), right=kp["right"].copy())
         noisy = perturb_keypoints(keypoints, rng, cfg.noise)
@@ -293,6 +298,7 @@ def generate_sample(seed: int, config: SynthConfig | None = None) -> SynthSample
         interaction=scene.interaction,
         overlap_depth_m=float(scene.overlap_depth_m),
         labels=labels,
+        depth_m=depth_m.astype(np.float32),
         meshes={s: HandMesh(meshes[s][0], meshes[s][1]) for s in HAND_SIDES} if cfg.keep_meshes else None,
     )
 
@@ -314,6 +320,9 @@ def save_sample(sample: SynthSample, directory: str | Path, stem: str | None = N
         "interaction": np.array(sample.interaction),
         "overlap_depth_m": np.float64(sample.overlap_depth_m),
     }
+    if sample.depth_m is not None:
+        # float16 keeps ~0.5 mm at 1 m, far below a pixel's footprint; inf stays inf.
+        arrays["depth_m"] = sample.depth_m.astype(np.float16)
     for s in HAND_SIDES:
         occ = sample.occupancy[s]
         arrays |= {
@@ -355,6 +364,7 @@ def load_sample(npz_path: str | Path) -> SynthSample:
             interaction=str(z["interaction"]),
             overlap_depth_m=float(z["overlap_depth_m"]),
             labels=z["labels"],
+            depth_m=z["depth_m"].astype(np.float32) if "depth_m" in z.files else None,
             meshes={s: HandMesh(z[f"verts_{s}"], z[f"faces_{s}"]) for s in HAND_SIDES} if has_mesh else None,
         )
 

@@ -1,0 +1,90 @@
+"""A second opinion on 2D hands: the trained image encoder's heatmaps and masks in a crop.
+
+MediaPipe finds hands one at a time and misses some in tight interaction (interlaced fingers,
+palms pressed together). The image encoder that K, I and R share was trained on two-hand crops
+to predict both hands' 42 joint heatmaps and two masks, so reading it in a crop around the
+hands found (or around a box the user drew) gives each side's 2D joints with a confidence.
+
+Conservative by design, because it must not add false hands: a side counts as present only
+when its mask covers enough of the crop *and* its joints' heatmap peaks are high *and* most
+of its joints fall on its own mask (:class:`PresenceRule`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from core.geometry.crop import CropTransform, crop_around_points, crop_image
+from core.hand.joints import HAND_SIDES
+from core.models.heatmap_readout import heatmap_peaks
+from core.models.image_encoder import normalize_image
+
+JOINTS_PER_HAND = 21
+
+
+@dataclass(frozen=True)
+class PresenceRule:
+    """When a side's read-out is taken as a hand (all three must hold)."""
+
+    min_mask_fraction: float = 0.01  # of the 256 x 256 crop
+    min_mean_peak: float = 0.35  # mean heatmap peak of the hand's 21 joints (targets peak at 1)
+    min_joints_on_mask: float = 0.6  # fraction of its joints on its own predicted mask
+
+
+@dataclass
+class EncoderHand2D:
+    side: str
+    joints_px: np.ndarray  # (21, 2) image pixels, mano order
+    confidence: np.ndarray  # (21,) heatmap peak per joint
+    mask_fraction: float  # of the crop
+    joints_on_mask: float  # fraction of the joints on the side's own mask
+    present: bool
+
+
+def _read_crop(encoder: torch.nn.Module, crop_u8: np.ndarray):
+    with torch.no_grad():
+        out = encoder(normalize_image(torch.from_numpy(np.ascontiguousarray(crop_u8))[None]))
+    xy, peak = heatmap_peaks(out.hms[0])
+    return xy.numpy(), peak.numpy(), (out.mask[0] > 0).numpy()
+
+
+def read_hands_in_crop(
+    encoder: torch.nn.Module,
+    image_rgb: np.ndarray,
+    transform: CropTransform,
+    rule: PresenceRule | None = None,
+) -> dict[str, EncoderHand2D]:
+    """Both sides' 2D joints read from the encoder in the crop ``transform`` of the image."""
+    rule = rule or PresenceRule()
+    crop = crop_image(image_rgb, transform)
+    xy, peak, masks = _read_crop(encoder, crop)
+    map_size = masks.shape[-1]
+    stride = transform.size / map_size
+    hands = {}
+    for k, side in enumerate(HAND_SIDES):
+        sl = slice(k * JOINTS_PER_HAND, (k + 1) * JOINTS_PER_HAND)
+        cells = np.clip(np.round(xy[sl]).astype(int), 0, map_size - 1)
+        on_mask = float(masks[k][cells[:, 1], cells[:, 0]].mean())
+        fraction = float(masks[k].mean())
+        joints_px = transform.crop_to_image(xy[sl] * stride + stride / 2)
+        present = (
+            fraction >= rule.min_mask_fraction
+            and float(peak[sl].mean()) >= rule.min_mean_peak
+            and on_mask >= rule.min_joints_on_mask
+        )
+        hands[side] = EncoderHand2D(side, joints_px, peak[sl].astype(np.float64), fraction, on_mask, present)
+    return hands
+
+
+def crop_for_box(points_px: np.ndarray, widen: float = 1.0) -> CropTransform:
+    """The network's crop around image points (e.g. a found hand's landmarks, or the corners
+    of a box), widened ``widen`` times so that a second hand beside it fits in."""
+    crop = crop_around_points(points_px)
+    if widen == 1.0:
+        return crop
+    centre = np.asarray(crop.origin_px) + crop.side_in_image_px / 2
+    half = crop.side_in_image_px * widen / 2
+    return CropTransform((float(centre[0] - half), float(centre[1] - half)), crop.size / (2 * half), crop.size)

