@@ -7,12 +7,12 @@ The earlier lifting (``method="world"``), per hand: MediaPipe's world landmarks 
 hand's metric shape (hand-centred, axes along the camera's). Because the landmark network
 sees the hand in a crop, that shape is as seen *along the ray through the hand*; it is first
 rotated from the optical axis onto that ray. The hand's translation ``t`` is then the
-least-squares fit of the projection of ``shape + t`` to the 2D landmarks: a closed-form linear solve (each landmark gives two
-equations linear in ``t`` after multiplying out the depth) refined by Gauss-Newton on the
-pixel reprojection error. With ``snap_to_2d`` each joint is finally moved along its own
-camera ray to the fitted depth, so the keypoints project exactly onto the detected
-landmarks (the overlay and the pixel-aligned image features then agree with the photo)
-while keeping the metric depth of the fit.
+least-squares fit of the projection of ``shape + t`` to the 2D landmarks: a closed-form
+linear solve (each landmark gives two equations linear in ``t`` after multiplying out the
+depth) refined by Gauss-Newton on the pixel reprojection error. With ``snap_to_2d`` each
+joint is finally moved along its own camera ray to the fitted depth, so the keypoints
+project exactly onto the detected landmarks (the overlay and the pixel-aligned image
+features then agree with the photo) while keeping the metric depth of the fit.
 
 Camera intrinsics come from :mod:`core.detect.intrinsics` (a file, EXIF, or the
 documented default).

@@ -74,6 +74,7 @@ class FitOptions:
     touch_sigma_m: float = 0.03
     shared_scale: bool = True  # two hands: one person's pair of hands
     iterations: int = 25
+    tolerance: float = 1e-4  # stop when an iteration lowers the cost by less than this fraction
 
 
 @dataclass
@@ -255,7 +256,7 @@ def _levenberg_marquardt(prob: _Problem, ps: list[np.ndarray], free: np.ndarray,
                 ps, lam, improved = trial, max(lam / 3, 1e-7), True
                 break
             lam *= 4
-        if not improved or (cost0 - cost1) < 1e-4 * cost0:
+        if not improved or (cost0 - cost1) < prob.opts.tolerance * cost0:
             break
     return ps, done
 
