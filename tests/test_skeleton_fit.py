@@ -113,7 +113,7 @@ def test_hands_of_typical_size_recovered_within_10mm_and_5_percent(synthetic_fit
 
 
 def test_prior_size_is_used_when_nothing_else_is_known(synthetic_fits):
-    for p, joints, fit in synthetic_fits:
+    for _, _, fit in synthetic_fits:
         assert fit.hand_length_m == pytest.approx(HP.HAND_LENGTH_MEAN_M, rel=0.02)
         assert fit.bone_lengths_m.shape == (20,) and np.all(fit.bone_lengths_m > 0.01)
 
@@ -178,7 +178,8 @@ def test_two_hands_share_size_and_do_not_interpenetrate():
         p_r, right = _true_hand(rng, "right", 0.0)
         p_l = p_r.copy()
         p_l[M.ANGLES] = PS.sample_pose(rng, "relaxed").angles.ravel()
-        p_l[M.ROT] = M.rotation_to_axis_angle(np.diag([1.0, -1.0, -1.0]) @ M.rotation_matrices(p_r[None, M.ROT])[0])
+        flip = np.diag([1.0, -1.0, -1.0])  # turned about the x axis
+        p_l[M.ROT] = M.rotation_to_axis_angle(flip @ M.rotation_matrices(p_r[None, M.ROT])[0])
         left = M.camera_joints(p_l, "left")[0]
         gap = right[:, 0].max() - left[:, 0].min() + 0.04  # put the left hand 4 cm to the right
         left = left + np.array([gap, 0.0, 0.0])
