@@ -237,3 +237,26 @@ def test_skeleton_lifting_of_a_detection_uses_the_world_shape_and_fixes_its_chir
     np.testing.assert_allclose(CAMERA.project(snapped.right), uv, atol=1e-6)
     with pytest.raises(ValueError, match="lifting method"):
         lift_detection(det, CAMERA, method="magic")
+
+
+def test_detector_depth_ratio_steadies_the_relative_depth_of_two_hands():
+    """One hand's landmarks spread 12 % too wide about their centre (as MediaPipe's were on a
+    real frame): alone, the 2D makes it 12 % too close. The detector's own 3D hands, placed at
+    0.7x the true depths (a shared bias), keep the ratio of the two depths, and the root
+    vector error drops (measured 58 -> 28 mm)."""
+    rng = np.random.default_rng(29)
+    with_cue, without = [], []
+    for _ in range(3):
+        p_r, right = _true_hand(rng, "right", 0.0)
+        left = right * np.array([-1.0, 1.0, 1.0]) + np.array([0.0, 0.0, 0.05])  # mirror, 5 cm deeper
+        left[:, 0] += right[:, 0].max() - left[:, 0].min() + 0.03
+        obs_l, obs_r = _observe(rng, left, "left"), _observe(rng, right, "right")
+        centre = obs_l.landmarks_px.mean(0)
+        obs_l.landmarks_px = centre + 1.12 * (obs_l.landmarks_px - centre)
+        truth = (left[0] - right[0]) * 1000
+        plain = fit_hands([obs_l, obs_r], CAMERA)
+        without.append(np.linalg.norm((plain[0].joints_m[0] - plain[1].joints_m[0]) * 1000 - truth))
+        obs_l.detector_depth_m, obs_r.detector_depth_m = 0.7 * left[0, 2], 0.7 * right[0, 2]
+        cued = fit_hands([obs_l, obs_r], CAMERA)
+        with_cue.append(np.linalg.norm((cued[0].joints_m[0] - cued[1].joints_m[0]) * 1000 - truth))
+    assert np.mean(with_cue) < 0.6 * np.mean(without)

@@ -134,9 +134,12 @@ def lift_hand(hand: HandDetection, camera: Camera, snap_to_2d: bool = True,
 
 def observation_of(hand: HandDetection, camera: Camera, ray_correction: bool = True) -> HandObservation:
     """What the skeleton fit sees of a detected hand: its 2D landmarks, MediaPipe's relative
-    3D shape (for the bones' depth directions) and the detector's score."""
-    return HandObservation(hand.side, np.asarray(hand.landmarks_px, dtype=np.float64),
-                           world_shape_in_camera(hand, camera, ray_correction), float(hand.label_score))
+    3D shape (for the bones' depth directions), the detector's score, and the depth at which
+    that 3D shape fits the landmarks (for the relative depth of two hands)."""
+    shape = world_shape_in_camera(hand, camera, ray_correction)
+    landmarks = np.asarray(hand.landmarks_px, dtype=np.float64)
+    wrist = shape[0] + fit_translation(shape, landmarks, np.asarray(camera.K, dtype=np.float64))
+    return HandObservation(hand.side, landmarks, shape, float(hand.label_score), float(wrist[2]))
 
 
 @dataclass

@@ -16,9 +16,13 @@ the camera centre leaves every projection unchanged), so the absolute size, henc
 comes from the prior; the image decides the pose and the proportions.
 
 Two hands are fitted together in one camera: their sizes share one prior (the mean of the two
-log lengths ~ the population prior; their difference ~ N(0, 2 %), one person's two hands), and
+log lengths ~ the population prior; their difference ~ N(0, 2 %), one person's two hands);
 no joint or bone midpoint of one hand may come closer than :attr:`FitOptions.contact_distance_m`
-to one of the other (the skeletons do not interpenetrate).
+to one of the other (the skeletons do not interpenetrate); hands whose 2D boxes overlap are
+pulled weakly into touching distance; and the ratio of their depths is pulled (5 %) towards
+the ratio at which the detector's own 3D hands fit their landmarks (MediaPipe's world hands
+are too small by a factor that varies from hand to hand, 0.5-0.8, but on the one two-hand
+InterHand2.6M frame both hands had 0.70-0.72 of their true depth, so the ratio held to 2 %).
 
 The solver is Levenberg-Marquardt with forward-difference Jacobians evaluated as one batch.
 """
@@ -55,6 +59,10 @@ class HandObservation:
     landmarks_px: np.ndarray
     shape_hint: np.ndarray | None = None
     detector_score: float = 1.0
+    # Wrist depth at which the detector's own 3D hand (MediaPipe's world landmarks) fits the 2D
+    # landmarks. Its absolute value is biased (those hands are too small), but two hands of one
+    # image share that bias, so the ratio of the two is a cue for their relative depth.
+    detector_depth_m: float | None = None
 
 
 @dataclass
@@ -72,6 +80,8 @@ class FitOptions:
     # joints / bone midpoints within touching distance (2D alone cannot tell their relative depth).
     touch_distance_m: float = 0.02
     touch_sigma_m: float = 0.03
+    # Two hands: log ratio of their wrist depths ~ that of the detector's own 3D hands.
+    relative_depth_log_sigma: float = 0.05
     shared_scale: bool = True  # two hands: one person's pair of hands
     iterations: int = 25
     tolerance: float = 1e-4  # stop when an iteration lowers the cost by less than this fraction
@@ -122,6 +132,10 @@ class _Problem:
     def __init__(self, hands: list[_Hand], K: np.ndarray, opts: FitOptions):
         self.hands, self.K, self.opts = hands, K, opts
         self.pairs = np.zeros((0, 2), dtype=int)
+        depths = [h.obs.detector_depth_m for h in hands]
+        self.detector_log_depth_ratio = None
+        if len(hands) == 2 and opts.relative_depth_log_sigma > 0 and all(d and d > 0 for d in depths):
+            self.detector_log_depth_ratio = float(np.log(depths[0] / depths[1]))
         self.touching = (len(hands) == 2 and opts.touch_sigma_m > 0
                          and _boxes_overlap(hands[0].uv, hands[1].uv))
 
@@ -159,6 +173,9 @@ class _Problem:
         else:
             parts = [((s[0] + s[1]) / 2)[:, None] / HP.HAND_LENGTH_LOG_SD,
                      (s[0] - s[1])[:, None] / HP.LEFT_RIGHT_LOG_SD]
+        if len(ps) == 2 and self.detector_log_depth_ratio is not None:
+            ratio = ps[0][:, 5] - ps[1][:, 5]  # log wrist depths
+            parts.append(((ratio - self.detector_log_depth_ratio) / o.relative_depth_log_sigma)[:, None])
         if len(ps) == 2 and len(self.pairs):
             a, b = _contact_points(Xs[0]), _contact_points(Xs[1])
             dist = np.linalg.norm(a[:, self.pairs[:, 0]] - b[:, self.pairs[:, 1]], axis=-1)
