@@ -109,9 +109,11 @@ class HandFit:
 class _Hand:
     obs: HandObservation
     uv: np.ndarray  # (21, 2) with NaN
+    uv_filled: np.ndarray  # the same, NaN -> 0 (those joints have weight 0)
     seen: np.ndarray  # (21,) bool
     sigma_px: np.ndarray  # (21,) 2D noise scale per joint
     hint_dirs: np.ndarray | None  # (20, 3) unit bone directions of the hint (NaN where unknown)
+    hint_dz_filled: np.ndarray | None  # their z components, NaN -> 0 (weight 0)
     w_px: np.ndarray = field(default_factory=lambda: np.ones(21))
     w_dir: np.ndarray = field(default_factory=lambda: np.ones(20))
 
@@ -148,10 +150,10 @@ class _Problem:
         """(B, 48) params and their (B, 21, 3) joints -> (B, R_hand) residuals."""
         o = self.opts
         parts = []
-        e = (self.project(X) - np.nan_to_num(h.uv)) / h.sigma_px[:, None]
+        e = (self.project(X) - h.uv_filled) / h.sigma_px[:, None]
         parts.append((e * np.sqrt(h.w_px)[:, None]).reshape(len(p), -1))
         if h.hint_dirs is not None:
-            ez = np.nan_to_num(_bone_dirs(X)[..., 2] - h.hint_dirs[:, 2]) / o.depth_direction_sigma
+            ez = (_bone_dirs(X)[..., 2] - h.hint_dz_filled) / o.depth_direction_sigma
             parts.append(ez * np.sqrt(h.w_dir))
         parts.append(p[:, M.BONES] / _BONE_SD)
         angles = p[:, M.ANGLES]
@@ -177,8 +179,8 @@ class _Problem:
             ratio = ps[0][:, 5] - ps[1][:, 5]  # log wrist depths
             parts.append(((ratio - self.detector_log_depth_ratio) / o.relative_depth_log_sigma)[:, None])
         if len(ps) == 2 and len(self.pairs):
-            a, b = _contact_points(Xs[0]), _contact_points(Xs[1])
-            dist = np.linalg.norm(a[:, self.pairs[:, 0]] - b[:, self.pairs[:, 1]], axis=-1)
+            a, b = _contact_points(Xs[0], self.pairs[:, 0]), _contact_points(Xs[1], self.pairs[:, 1])
+            dist = np.linalg.norm(a - b, axis=-1)
             parts.append(np.maximum(o.contact_distance_m - dist, 0) / o.contact_sigma_m)
             if self.touching:  # the closest of the candidate pairs
                 gap = dist.min(axis=1)
@@ -211,10 +213,13 @@ def _boxes_overlap(uv_a: np.ndarray, uv_b: np.ndarray) -> bool:
     return bool(np.all(lo_a <= hi_b) and np.all(lo_b <= hi_a))
 
 
-def _contact_points(X: np.ndarray) -> np.ndarray:
-    """(..., 21, 3) joints -> (..., 41, 3) joints and bone midpoints."""
-    mids = (X[..., _CHILDREN, :] + X[..., _PARENTS, :]) / 2
-    return np.concatenate([X, mids], axis=-2)
+_POINT_ENDS = np.concatenate([np.stack([np.arange(21)] * 2, axis=1), np.stack([_CHILDREN, _PARENTS], axis=1)])
+
+
+def _contact_points(X: np.ndarray, which: np.ndarray | None = None) -> np.ndarray:
+    """(..., 21, 3) joints -> (..., 41, 3) joints and bone midpoints (or the ``which`` of them)."""
+    ends = _POINT_ENDS if which is None else _POINT_ENDS[which]
+    return (X[..., ends[:, 0], :] + X[..., ends[:, 1], :]) / 2
 
 
 def _residuals_and_jacobian(prob: _Problem, ps: list[np.ndarray], free: np.ndarray,
@@ -287,7 +292,8 @@ def _prepare(obs: HandObservation, K: np.ndarray, opts: FitOptions) -> _Hand:
     sigma = np.full(21, max(opts.min_pixel_sigma, opts.pixel_sigma_fraction * size) * opts.finger_sigma_scale)
     sigma[_PALM_AND_THUMB_BASE] /= opts.finger_sigma_scale
     hint_dirs = None if obs.shape_hint is None else _bone_dirs(np.asarray(obs.shape_hint, dtype=np.float64))
-    return _Hand(obs, uv, seen, sigma, hint_dirs)
+    dz = None if hint_dirs is None else np.nan_to_num(hint_dirs[:, 2])
+    return _Hand(obs, uv, np.nan_to_num(uv), seen, sigma, hint_dirs, dz)
 
 
 def _kabsch(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
