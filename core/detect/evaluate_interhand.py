@@ -113,14 +113,26 @@ def run_detector(frames: list[InterHandFrame], detector) -> list[DetectedFrame]:
     return out
 
 
+def with_true_2d(d: DetectedFrame) -> ImageDetection:
+    """``d``'s detection with each annotated hand's landmarks replaced by the projected ground
+    truth (a diagnostic: what the lifting does when the 2D is right)."""
+    hands = []
+    for hand in d.detection.hands:
+        gt = d.frame.joints_cam_m.get(hand.side)
+        hands.append(hand if gt is None else replace(hand, landmarks_px=d.frame.camera.project(gt)))
+    return replace(d.detection, hands=hands)
+
+
 def lift_frames(detected: list[DetectedFrame], lifting: str = DEFAULT_METHOD, snap_to_2d: bool | None = None,
-                ray_correction: bool = True) -> list[DetectedFrame]:
+                ray_correction: bool = True, true_2d: bool = False) -> list[DetectedFrame]:
     """The detections lifted with ``lifting`` ("skeleton" or "world", see
-    :func:`core.detect.lifting.lift_detection_with_fits`) in each frame's true camera."""
+    :func:`core.detect.lifting.lift_detection_with_fits`) in each frame's true camera;
+    ``true_2d``: from the projected ground truth instead of the detected landmarks."""
     out = []
     for d in detected:
         start = time.perf_counter()
-        kp = lift_detection(d.detection, d.frame.camera, snap_to_2d=snap_to_2d, ray_correction=ray_correction,
+        det = with_true_2d(d) if true_2d else d.detection
+        kp = lift_detection(det, d.frame.camera, snap_to_2d=snap_to_2d, ray_correction=ray_correction,
                             method=lifting)
         out.append(replace(d, keypoints=kp, lift_seconds=time.perf_counter() - start))
     return out
@@ -374,6 +386,10 @@ def main(argv: list[str] | None = None) -> int:
             print(format_table(score_frames(lifted), title))
             ms = [1000 * d.lift_seconds / max(1, len(d.keypoints.present_sides())) for d in lifted]
             print(f"lifting time per hand: {', '.join(f'{m:.0f}' for m in ms)} ms (wall, per frame)\n")
+        for lifting in LIFTING_METHODS:
+            res = score_frames(lift_frames(detected, lifting, true_2d=True))
+            title = f"diagnostic: true 2D landmarks (projected ground truth), lifting={lifting}"
+            print(format_table(res, title) + "\n")
     rows = evaluate_with_refiner(frames, None, refiner, lifting=args.lifting, detected=detected)
     weights = args.weights or "shipped resources/weights"
     print(format_refiner_table(rows, f"network K ({weights}); retries=True, lifting={args.lifting}") + "\n")
