@@ -167,7 +167,7 @@ class _Problem:
         return np.concatenate(parts, axis=1)
 
     def shared_residuals(self, ps: list[np.ndarray], Xs: list[np.ndarray]) -> np.ndarray:
-        """Residuals coupling the hands (size prior; contact), (B, R_shared)."""
+        """Size prior, and for two hands relative depth, no interpenetration, touching; (B, R_shared)."""
         o = self.opts
         s = [p[:, M.SCALE] for p in ps]
         if len(ps) == 1 or not o.shared_scale:
