@@ -80,7 +80,8 @@ def test_lifting_recovers_a_synthetic_hand_exactly(ray_correction):
             ray = np.linalg.solve(cam.K, [*cam.project(joints).mean(axis=0), 1.0])
             shape = shape @ _ray_rotation(ray)
         hands.append(_detection(joints, cam, side, shape))
-    kp = lift_detection(ImageDetection(hands, 800, 600), cam, snap_to_2d=False, ray_correction=ray_correction)
+    kp = lift_detection(ImageDetection(hands, 800, 600), cam, snap_to_2d=False, ray_correction=ray_correction,
+                      method="world")
     tol = 1e-9 if not ray_correction else 2e-3  # the ray through the landmarks' mean != centroid ray
     np.testing.assert_allclose(kp.right, right, atol=tol)
     np.testing.assert_allclose(kp.left, left, atol=tol)
@@ -94,7 +95,7 @@ def test_lifting_one_hand_leaves_the_other_none_and_fixes_mirrored_world():
     world = right - right.mean(axis=0)
     world_mirrored_in_depth = world * (1, 1, -1)  # wrong chirality from the detector
     det = ImageDetection([_detection(right, cam, "right", world_mirrored_in_depth)], 640, 480)
-    kp = lift_detection(det, cam, snap_to_2d=False, ray_correction=False)
+    kp = lift_detection(det, cam, snap_to_2d=False, ray_correction=False, method="world")
     assert kp.left is None
     np.testing.assert_allclose(kp.right, right, atol=1e-9)
     assert chirality_score(kp.right) > 0

@@ -58,15 +58,26 @@ def test_detect_image_lifts_to_camera_frame(detector):
     from core.detect import detect_image
 
     image = _image("images/two_hands/hamer_test5.jpg")  # both hands in front of a face
-    res = detect_image(image, None, detector)
+    res = detect_image(image, None, detector)  # default: the skeleton fit
     assert res.keypoints.present_sides() == ("left", "right")
     for side in ("left", "right"):
         joints = res.keypoints.hand(side)
         assert joints.shape == (21, 3) and np.all(joints[:, 2] > 0.1)
-        landmarks = res.detection.hand(side).landmarks_px
-        np.testing.assert_allclose(res.camera.project(joints), landmarks, atol=1e-6)
+        hand = res.detection.hand(side)
+        # the fitted skeleton stays on the landmarks (within a few % of the hand's size)
+        error_px = np.linalg.norm(res.camera.project(joints) - hand.landmarks_px, axis=1)
+        assert np.median(error_px) < 0.05 * hand.size_px
+        confidence = res.joint_confidence[side]
+        assert confidence.shape == (21,) and np.all((confidence >= 0) & (confidence <= 1))
+        length = res.fits[side].hand_length_m
+        assert 0.15 < length < 0.23  # an adult hand, not MediaPipe's too-small world hand
     # the woman's right hand is on the image's left
     assert res.keypoints.right[0, 0] < res.keypoints.left[0, 0]
+    world = detect_image(image, None, detector, lifting="world")  # the earlier lifting, snapped to 2D
+    assert world.fits == {}
+    for side in ("left", "right"):
+        landmarks = world.detection.hand(side).landmarks_px
+        np.testing.assert_allclose(world.camera.project(world.keypoints.hand(side)), landmarks, atol=1e-6)
 
 
 def test_bad_image_raises_image_error(detector):

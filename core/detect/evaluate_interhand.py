@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from core.detect.detector import ImageDetection
+from core.detect.lifting import DEFAULT_METHOD, LIFTING_METHODS, lift_detection
 from core.errors import CheckpointError
 from core.hand.joints import INTERHAND_HAND_SLICES, MANO_WRIST, convert_joints
 from core.types import Camera, TwoHandKeypoints
@@ -93,22 +96,52 @@ class DetectedFrame:
     keypoints: TwoHandKeypoints
     views_tried: int
     seconds: float
+    detection: ImageDetection | None = None
+    lift_seconds: float = 0.0
 
 
-def detect_frames(frames: list[InterHandFrame], detector, snap_to_2d: bool = True,
-                  ray_correction: bool = True) -> list[DetectedFrame]:
-    """Run ``detector`` + lifting on each frame, with the frame's true camera."""
+def run_detector(frames: list[InterHandFrame], detector) -> list[DetectedFrame]:
+    """Run ``detector`` on each frame (keypoints not lifted yet: both hands ``None``)."""
     import cv2
-
-    from core.detect.lifting import lift_detection
 
     out = []
     for fr in frames:
         rgb = cv2.cvtColor(cv2.imread(str(fr.image_path)), cv2.COLOR_BGR2RGB)
         det = detector.detect(rgb)
-        kp = lift_detection(det, fr.camera, snap_to_2d=snap_to_2d, ray_correction=ray_correction)
-        out.append(DetectedFrame(fr, rgb, kp, len(det.views_tried), det.seconds))
+        none = TwoHandKeypoints(None, None)
+        out.append(DetectedFrame(fr, rgb, none, len(det.views_tried), det.seconds, det))
     return out
+
+
+def with_true_2d(d: DetectedFrame) -> ImageDetection:
+    """``d``'s detection with each annotated hand's landmarks replaced by the projected ground
+    truth (a diagnostic: what the lifting does when the 2D is right)."""
+    hands = []
+    for hand in d.detection.hands:
+        gt = d.frame.joints_cam_m.get(hand.side)
+        hands.append(hand if gt is None else replace(hand, landmarks_px=d.frame.camera.project(gt)))
+    return replace(d.detection, hands=hands)
+
+
+def lift_frames(detected: list[DetectedFrame], lifting: str = DEFAULT_METHOD, snap_to_2d: bool | None = None,
+                ray_correction: bool = True, true_2d: bool = False) -> list[DetectedFrame]:
+    """The detections lifted with ``lifting`` ("skeleton" or "world", see
+    :func:`core.detect.lifting.lift_detection_with_fits`) in each frame's true camera;
+    ``true_2d``: from the projected ground truth instead of the detected landmarks."""
+    out = []
+    for d in detected:
+        start = time.perf_counter()
+        det = with_true_2d(d) if true_2d else d.detection
+        kp = lift_detection(det, d.frame.camera, snap_to_2d=snap_to_2d, ray_correction=ray_correction,
+                            method=lifting)
+        out.append(replace(d, keypoints=kp, lift_seconds=time.perf_counter() - start))
+    return out
+
+
+def detect_frames(frames: list[InterHandFrame], detector, snap_to_2d: bool | None = None,
+                  ray_correction: bool = True, lifting: str = DEFAULT_METHOD) -> list[DetectedFrame]:
+    """Run ``detector`` + lifting on each frame, with the frame's true camera."""
+    return lift_frames(run_detector(frames, detector), lifting, snap_to_2d, ray_correction)
 
 
 def score_keypoints(frame: InterHandFrame, keypoints: TwoHandKeypoints, views_tried: int = 0,
@@ -133,15 +166,35 @@ def score_keypoints(frame: InterHandFrame, keypoints: TwoHandKeypoints, views_tr
     return res
 
 
-def evaluate_frames(frames: list[InterHandFrame], detector, snap_to_2d: bool = True,
-                    ray_correction: bool = True, refine=None) -> list[FrameResult]:
+def score_frames(lifted: list[DetectedFrame]) -> list[FrameResult]:
+    return [score_keypoints(d.frame, d.keypoints, d.views_tried, d.seconds) for d in lifted]
+
+
+def evaluate_frames(frames: list[InterHandFrame], detector, snap_to_2d: bool | None = None,
+                    ray_correction: bool = True, refine=None,
+                    lifting: str = DEFAULT_METHOD) -> list[FrameResult]:
     """Run ``detector`` + lifting (+ optional ``refine(TwoHandKeypoints, image, camera)``)
     on each frame, with the frame's true camera, and score the keypoints."""
     results = []
-    for d in detect_frames(frames, detector, snap_to_2d, ray_correction):
+    for d in detect_frames(frames, detector, snap_to_2d, ray_correction, lifting):
         kp = d.keypoints if refine is None else refine(d.keypoints, d.image_rgb, d.frame.camera)
         results.append(score_keypoints(d.frame, kp, d.views_tried, d.seconds))
     return results
+
+
+def lifting_summary(results: list[FrameResult]) -> dict:
+    """Recall, MPJPE (mean and worst hand), mean wrist error and mean root-vector error."""
+    mpjpe = [e for r in results for e in r.mpjpe_mm.values()]
+    wrist = [e for r in results for e in r.wrist_error_mm.values()]
+    roots = [r.root_vector_error_mm for r in results if r.root_vector_error_mm is not None]
+    return {
+        "hands_found": sum(sum(r.found.values()) for r in results),
+        "hands_annotated": sum(len(r.found) for r in results),
+        "mpjpe_mm_mean": float(np.mean(mpjpe)) if mpjpe else None,
+        "mpjpe_mm_worst": float(np.max(mpjpe)) if mpjpe else None,
+        "wrist_error_mm_mean": float(np.mean(wrist)) if wrist else None,
+        "root_vector_error_mm_mean": float(np.mean(roots)) if roots else None,
+    }
 
 
 # --------------------------------------------------------------------------------------
@@ -183,12 +236,15 @@ class RefinerComparison:
     k_shift_mm: dict[str, float] = field(default_factory=dict)
 
 
-def evaluate_with_refiner(frames: list[InterHandFrame], detector, refiner, snap_to_2d: bool = True,
-                          ray_correction: bool = True) -> list[RefinerComparison]:
-    """Detect once per frame; score the lifted keypoints, then ``refiner``'s output on them
-    for frames where both hands were found."""
+def evaluate_with_refiner(frames: list[InterHandFrame], detector, refiner, snap_to_2d: bool | None = None,
+                          ray_correction: bool = True, lifting: str = DEFAULT_METHOD,
+                          detected: list[DetectedFrame] | None = None) -> list[RefinerComparison]:
+    """Detect once per frame (or take ``detected``, already run); score the lifted keypoints,
+    then ``refiner``'s output on them for frames where both hands were found."""
     out = []
-    for d in detect_frames(frames, detector, snap_to_2d, ray_correction):
+    if detected is None:
+        detected = run_detector(frames, detector)
+    for d in lift_frames(detected, lifting, snap_to_2d, ray_correction):
         before = score_keypoints(d.frame, d.keypoints, d.views_tried, d.seconds)
         kp = d.keypoints
         if kp.left is None or kp.right is None:
@@ -247,12 +303,11 @@ def format_table(results: list[FrameResult], title: str) -> str:
                 f"{_fmt(r.wrist_error_mm.get(side))} | {_fmt(r.root_vector_error_mm)} | {r.views_tried} | "
                 f"{r.seconds:.2f} |"
             )
-    n = sum(len(r.found) for r in results)
-    k = sum(sum(r.found.values()) for r in results)
-    errs = [e for r in results for e in r.mpjpe_mm.values()]
-    lines.append("")
-    summary = f"recall {k}/{n} hands"
-    lines.append(f"{summary}; mean MPJPE {np.mean(errs):.1f} mm" if errs else summary)
+    s = lifting_summary(results)
+    lines += ["", f"recall {s['hands_found']}/{s['hands_annotated']} hands; "
+                  f"MPJPE mean {_fmt(s['mpjpe_mm_mean'])} mm, worst hand {_fmt(s['mpjpe_mm_worst'])} mm; "
+                  f"mean wrist error {_fmt(s['wrist_error_mm_mean'])} mm; "
+                  f"root vector error {_fmt(s['root_vector_error_mm_mean'])} mm"]
     return "\n".join(lines)
 
 
@@ -292,6 +347,11 @@ def refiner_report(rows: list[RefinerComparison], **settings) -> dict:
             "frames": [asdict(r) for r in rows]}
 
 
+# (lifting, snap_to_2d, ray_correction) variants printed before the K comparison
+LIFTING_VARIANTS = (("skeleton", False, True), ("skeleton", True, True), ("world", True, True),
+                    ("world", False, True), ("world", False, False))
+
+
 def main(argv: list[str] | None = None) -> int:
     from core.detect.detector import MediaPipeHandDetector
 
@@ -301,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default=None,
                         help="folder of weights with network K (default: the shipped resources/weights)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (network K)")
+    parser.add_argument("--lifting", default=DEFAULT_METHOD, choices=LIFTING_METHODS,
+                        help="lifting used for the before/after-K comparison (default: %(default)s)")
     parser.add_argument("--json", default=None,
                         help="also write the before/after-K results to this JSON file")
     parser.add_argument("--no-variants", action="store_true",
@@ -309,21 +371,31 @@ def main(argv: list[str] | None = None) -> int:
     frames = load_interhand_frames(args.samples)
     refiner = EngineKeypointRefiner(args.weights, args.device)
     if not args.no_variants:
-        for retries in (False, True):
-            with MediaPipeHandDetector(retries=retries) as det:
-                for snap, ray in ((True, True), (False, True), (False, False)):
-                    res = evaluate_frames(frames, det, snap_to_2d=snap, ray_correction=ray)
-                    title = f"retries={retries}, snap_to_2d={snap}, ray_correction={ray}"
-                    print(format_table(res, title) + "\n")
+        with MediaPipeHandDetector(retries=False) as det:
+            detected = run_detector(frames, det)
+        for lifting, snap, ray in LIFTING_VARIANTS:
+            res = score_frames(lift_frames(detected, lifting, snap, ray))
+            print(format_table(res, f"retries=False, lifting={lifting}, snap_to_2d={snap}, "
+                                    f"ray_correction={ray}") + "\n")
     with MediaPipeHandDetector(retries=True) as det:
-        rows = evaluate_with_refiner(frames, det, refiner)
+        detected = run_detector(frames, det)
+    if not args.no_variants:
+        for lifting, snap, ray in LIFTING_VARIANTS:
+            lifted = lift_frames(detected, lifting, snap, ray)
+            title = f"retries=True, lifting={lifting}, snap_to_2d={snap}, ray_correction={ray}"
+            print(format_table(score_frames(lifted), title))
+            ms = [1000 * d.lift_seconds / max(1, len(d.keypoints.present_sides())) for d in lifted]
+            print(f"lifting time per hand: {', '.join(f'{m:.0f}' for m in ms)} ms (wall, per frame)\n")
+        for lifting in LIFTING_METHODS:
+            res = score_frames(lift_frames(detected, lifting, true_2d=True))
+            title = f"diagnostic: true 2D landmarks (projected ground truth), lifting={lifting}"
+            print(format_table(res, title) + "\n")
+    rows = evaluate_with_refiner(frames, None, refiner, lifting=args.lifting, detected=detected)
     weights = args.weights or "shipped resources/weights"
-    print(format_refiner_table(rows, f"network K ({weights}); retries=True, snap_to_2d=True, "
-                                     "ray_correction=True") + "\n")
+    print(format_refiner_table(rows, f"network K ({weights}); retries=True, lifting={args.lifting}") + "\n")
     if args.json:
         report = refiner_report(rows, samples=args.samples, weights=weights,
-                                device=str(refiner.engine.device), retries=True, snap_to_2d=True,
-                                ray_correction=True)
+                                device=str(refiner.engine.device), retries=True, lifting=args.lifting)
         Path(args.json).write_text(json.dumps(report, indent=2))
     return 0
 

@@ -1,15 +1,18 @@
 """Lifting detected hands to 3D keypoints in the camera frame (metres).
 
-Per hand: MediaPipe's world landmarks give the hand's metric shape (hand-centred, axes
-along the camera's). Because the landmark network sees the hand in a crop, that shape is
-as seen *along the ray through the hand*; it is first rotated from the optical axis onto
-that ray. The hand's translation ``t`` is then the least-squares fit of the projection
-of ``shape + t`` to the 2D landmarks: a closed-form linear solve (each landmark gives two
-equations linear in ``t`` after multiplying out the depth) refined by Gauss-Newton on the
-pixel reprojection error. With ``snap_to_2d`` each joint is finally moved along its own
-camera ray to the fitted depth, so the keypoints project exactly onto the detected
-landmarks (the overlay and the pixel-aligned image features then agree with the photo)
-while keeping the metric depth of the fit.
+Default (``method="skeleton"``): the anthropometric skeleton fit of :mod:`.skeleton_fit`,
+both hands together, with MediaPipe's world landmarks as the weak depth-direction cue.
+
+The earlier lifting (``method="world"``), per hand: MediaPipe's world landmarks give the
+hand's metric shape (hand-centred, axes along the camera's). Because the landmark network
+sees the hand in a crop, that shape is as seen *along the ray through the hand*; it is first
+rotated from the optical axis onto that ray. The hand's translation ``t`` is then the
+least-squares fit of the projection of ``shape + t`` to the 2D landmarks: a closed-form
+linear solve (each landmark gives two equations linear in ``t`` after multiplying out the
+depth) refined by Gauss-Newton on the pixel reprojection error. With ``snap_to_2d`` each
+joint is finally moved along its own camera ray to the fitted depth, so the keypoints
+project exactly onto the detected landmarks (the overlay and the pixel-aligned image
+features then agree with the photo) while keeping the metric depth of the fit.
 
 Camera intrinsics come from :mod:`core.detect.intrinsics` (a file, EXIF, or the
 documented default).
@@ -17,10 +20,13 @@ documented default).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from core.detect.detector import HandDetection, ImageDetection
 from core.detect.handedness import chirality_score
+from core.detect.skeleton_fit import FitOptions, HandFit, HandObservation, fit_hands
 from core.hand.joints import MANO_JOINT_NAMES
 from core.types import Camera, TwoHandKeypoints
 
@@ -31,6 +37,8 @@ from core.types import Camera, TwoHandKeypoints
 PALM_JOINTS = tuple(MANO_JOINT_NAMES.index(n) for n in
                     ("wrist", "thumb_cmc", "index_mcp", "middle_mcp", "ring_mcp", "pinky_mcp"))
 FINGER_WEIGHT = 1.0
+LIFTING_METHODS = ("skeleton", "world")
+DEFAULT_METHOD = "skeleton"
 
 
 def _ray_rotation(direction: np.ndarray) -> np.ndarray:
@@ -90,9 +98,9 @@ def fit_translation(points_m: np.ndarray, uv_px: np.ndarray, K: np.ndarray,
     return t
 
 
-def lift_hand(hand: HandDetection, camera: Camera, snap_to_2d: bool = True,
-              ray_correction: bool = True, finger_weight: float = FINGER_WEIGHT) -> np.ndarray:
-    """(21, 3) camera-frame keypoints in metres (``mano`` order) for one detected hand."""
+def world_shape_in_camera(hand: HandDetection, camera: Camera, ray_correction: bool = True) -> np.ndarray:
+    """MediaPipe's world landmarks of ``hand`` (21, 3), centred, with the chirality of the
+    resolved side and (``ray_correction``) turned from the optical axis onto the hand's ray."""
     K = np.asarray(camera.K, dtype=np.float64)
     shape = np.asarray(hand.world_m, dtype=np.float64)
     shape = shape - shape.mean(axis=0)
@@ -106,6 +114,15 @@ def lift_hand(hand: HandDetection, camera: Camera, snap_to_2d: bool = True,
         centre_px = hand.landmarks_px.mean(axis=0)
         ray = np.linalg.solve(K, np.array([centre_px[0], centre_px[1], 1.0]))
         shape = shape @ _ray_rotation(ray).T
+    return shape
+
+
+def lift_hand(hand: HandDetection, camera: Camera, snap_to_2d: bool = True,
+              ray_correction: bool = True, finger_weight: float = FINGER_WEIGHT) -> np.ndarray:
+    """(21, 3) camera-frame keypoints in metres (``mano`` order) for one detected hand, by
+    translating MediaPipe's world landmarks (the ``"world"`` lifting)."""
+    K = np.asarray(camera.K, dtype=np.float64)
+    shape = world_shape_in_camera(hand, camera, ray_correction)
     weights = np.full(len(shape), finger_weight)
     weights[list(PALM_JOINTS)] = 1.0
     t = fit_translation(shape, hand.landmarks_px, K, weights)
@@ -115,11 +132,57 @@ def lift_hand(hand: HandDetection, camera: Camera, snap_to_2d: bool = True,
     return points
 
 
-def lift_detection(detection: ImageDetection, camera: Camera, snap_to_2d: bool = True,
-                   ray_correction: bool = True) -> TwoHandKeypoints:
-    """Both hands (or the one found, the other ``None``) as :class:`TwoHandKeypoints`."""
-    sides = {}
-    for side in ("left", "right"):
-        hand = detection.hand(side)
-        sides[side] = None if hand is None else lift_hand(hand, camera, snap_to_2d, ray_correction)
-    return TwoHandKeypoints(left=sides["left"], right=sides["right"])
+def observation_of(hand: HandDetection, camera: Camera, ray_correction: bool = True) -> HandObservation:
+    """What the skeleton fit sees of a detected hand: its 2D landmarks, MediaPipe's relative
+    3D shape (for the bones' depth directions), the detector's score, and the depth at which
+    that 3D shape fits the landmarks (for the relative depth of two hands)."""
+    shape = world_shape_in_camera(hand, camera, ray_correction)
+    landmarks = np.asarray(hand.landmarks_px, dtype=np.float64)
+    wrist = shape[0] + fit_translation(shape, landmarks, np.asarray(camera.K, dtype=np.float64))
+    return HandObservation(hand.side, landmarks, shape, float(hand.label_score), float(wrist[2]))
+
+
+@dataclass
+class LiftedHands:
+    """Lifted keypoints and, for the skeleton lifting, each hand's fit (per-joint confidence)."""
+
+    keypoints: TwoHandKeypoints
+    fits: dict[str, HandFit] = field(default_factory=dict)
+
+    def confidence(self, side: str) -> np.ndarray | None:
+        fit = self.fits.get(side)
+        return None if fit is None else fit.confidence
+
+
+def lift_detection_with_fits(detection: ImageDetection, camera: Camera, method: str = DEFAULT_METHOD,
+                             snap_to_2d: bool | None = None, ray_correction: bool = True,
+                             options: FitOptions | None = None) -> LiftedHands:
+    """Both hands (or the one found) lifted by ``method``: ``"skeleton"`` (default; the
+    anthropometric skeleton fit, both hands jointly, :mod:`.skeleton_fit`) or ``"world"``
+    (MediaPipe's world landmarks translated to fit the 2D). ``snap_to_2d`` (default: on for
+    "world", off for "skeleton") moves every joint along its pixel ray onto the landmark."""
+    if method not in LIFTING_METHODS:
+        raise ValueError(f"lifting method must be one of {LIFTING_METHODS}, got {method!r}")
+    snap = (method == "world") if snap_to_2d is None else snap_to_2d
+    found = [h for h in (detection.hand("left"), detection.hand("right")) if h is not None]
+    sides: dict[str, np.ndarray | None] = {"left": None, "right": None}
+    fits: dict[str, HandFit] = {}
+    if method == "world":
+        for hand in found:
+            sides[hand.side] = lift_hand(hand, camera, snap, ray_correction)
+    elif found:
+        for fit, hand in zip(fit_hands([observation_of(h, camera, ray_correction) for h in found],
+                                       camera, options), found, strict=True):
+            fits[hand.side] = fit
+            points = fit.joints_m
+            if snap:
+                points = camera.backproject(hand.landmarks_px, points[:, 2])
+            sides[hand.side] = points
+    return LiftedHands(TwoHandKeypoints(left=sides["left"], right=sides["right"]), fits)
+
+
+def lift_detection(detection: ImageDetection, camera: Camera, snap_to_2d: bool | None = None,
+                   ray_correction: bool = True, method: str = DEFAULT_METHOD) -> TwoHandKeypoints:
+    """Both hands (or the one found, the other ``None``) as :class:`TwoHandKeypoints`
+    (see :func:`lift_detection_with_fits`)."""
+    return lift_detection_with_fits(detection, camera, method, snap_to_2d, ray_correction).keypoints

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from core.detect.detector import HandDetector, ImageDetection, MediaPipeHandDetector, check_rgb_image
-from core.detect.lifting import lift_detection
+from core.detect.lifting import DEFAULT_METHOD, lift_detection_with_fits
+from core.detect.skeleton_fit import HandFit
 from core.detect.smoothing import TwoHandSmoother
 from core.detect.video import VideoReader
 from core.types import Camera, TwoHandKeypoints
@@ -26,11 +27,18 @@ _shared_lock = threading.Lock()
 @dataclass
 class DetectedHands:
     """What :func:`detect_image` returns: the lifted keypoints (a hand not found is
-    ``None``), the 2D detection behind them and the camera used."""
+    ``None``), the 2D detection behind them and the camera used. With the skeleton lifting,
+    ``fits`` holds each found hand's fit and ``joint_confidence`` its per-joint confidence
+    ((21,) in [0, 1]: fit residual x detector score; low = look here first)."""
 
     keypoints: TwoHandKeypoints
     detection: ImageDetection
     camera: Camera
+    fits: dict[str, HandFit] = field(default_factory=dict)
+
+    @property
+    def joint_confidence(self) -> dict[str, np.ndarray]:
+        return {side: fit.confidence for side, fit in self.fits.items()}
 
 
 def shared_detector() -> MediaPipeHandDetector:
@@ -42,9 +50,12 @@ def shared_detector() -> MediaPipeHandDetector:
 
 
 def detect_image(image_rgb: np.ndarray, camera: Camera | None = None,
-                 detector: HandDetector | None = None, snap_to_2d: bool = True) -> DetectedHands:
+                 detector: HandDetector | None = None, snap_to_2d: bool | None = None,
+                 lifting: str = DEFAULT_METHOD) -> DetectedHands:
     """Find up to two hands in an RGB image and lift them to the camera frame (metres).
-    ``camera`` defaults to :meth:`Camera.default_for_image`; its size must match the image."""
+    ``camera`` defaults to :meth:`Camera.default_for_image`; its size must match the image.
+    ``lifting``: "skeleton" (default, the anthropometric skeleton fit) or "world" (the earlier
+    translated MediaPipe world landmarks); ``snap_to_2d`` None = that method's default."""
     image = check_rgb_image(image_rgb)
     h, w = image.shape[:2]
     if camera is None:
@@ -58,7 +69,8 @@ def detect_image(image_rgb: np.ndarray, camera: Camera | None = None,
             detection = shared_detector().detect(image)
     else:
         detection = detector.detect(image)
-    return DetectedHands(lift_detection(detection, camera, snap_to_2d=snap_to_2d), detection, camera)
+    lifted = lift_detection_with_fits(detection, camera, method=lifting, snap_to_2d=snap_to_2d)
+    return DetectedHands(lifted.keypoints, detection, camera, lifted.fits)
 
 
 @dataclass
