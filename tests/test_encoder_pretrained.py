@@ -177,3 +177,30 @@ def test_encoder_training_rejects_unknown_options(render_folder):
         EncoderTrainConfig.from_dict({"data": str(render_folder), "encoder": {"backbon": "x"}})
     with pytest.raises(InputError, match="pretrained trunk"):
         EncoderTrainConfig.from_dict({"data": str(render_folder), "encoder": {"backbone": "resnet18"}})
+
+
+def test_untrained_encoder_adds_no_hands_and_real_frame_table_runs():
+    """The presence rule must reject what an untrained encoder reads (no false hands); the
+    real-frame 2D table runs end to end with the encoder and a detector."""
+    from core.detect.evaluate_encoder_2d import evaluate, format_table
+    from core.detect.evaluate_interhand import load_interhand_frames
+
+    samples = REALDATA / "interhand26m_samples"
+    if not samples.is_dir():
+        pytest.skip("../shared/realdata not present")
+
+    class MissesEverything:
+        def detect(self, image_rgb):
+            from core.detect.detector import ImageDetection
+
+            return ImageDetection([], image_rgb.shape[1], image_rgb.shape[0])
+
+    torch.manual_seed(0)
+    encoder = build_image_encoder(EncoderConfig.pretrained_lite()).eval()
+    rows = evaluate(samples, encoder, MissesEverything())
+    hands = sum(sum(j is not None for j in f.joints_cam_m.values()) for f in load_interhand_frames(samples))
+    assert len(rows) == hands > 0
+    assert not any(r.encoder_present for r in rows)
+    assert all(r.mediapipe_error_px is None for r in rows)
+    assert all(np.isfinite(r.encoder_error_px) and 0 <= r.encoder_pck <= 1 for r in rows)
+    assert "missed" in format_table(rows)

@@ -6,8 +6,9 @@ to predict both hands' 42 joint heatmaps and two masks, so reading it in a crop 
 hands found (or around a box the user drew) gives each side's 2D joints with a confidence.
 
 Conservative by design, because it must not add false hands: a side counts as present only
-when its mask covers enough of the crop *and* its joints' heatmap peaks are high *and* most
-of its joints fall on its own mask (:class:`PresenceRule`).
+when its mask covers a hand-like share of the crop, its joints' heatmaps are concentrated
+single peaks of about the trained height, and most of its joints fall on its own mask
+(:class:`PresenceRule`). An untrained encoder passes none of this (tested).
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ JOINTS_PER_HAND = 21
 class PresenceRule:
     """When a side's read-out is taken as a hand (all three must hold)."""
 
-    min_mask_fraction: float = 0.01  # of the 256 x 256 crop
-    min_mean_peak: float = 0.35  # mean heatmap peak of the hand's 21 joints (targets peak at 1)
+    mask_fraction: tuple[float, float] = (0.01, 0.6)  # of the 256 x 256 crop
+    mean_peak: tuple[float, float] = (0.35, 1.5)  # mean heatmap peak of the 21 joints (targets: 1)
+    min_concentration: float = 0.5  # mean share of a map's positive mass near its peak
     min_joints_on_mask: float = 0.6  # fraction of its joints on its own predicted mask
+    peak_radius: int = 4  # map cells around the peak counted as "near" (targets: sigma 1.5)
 
 
 @dataclass
@@ -41,14 +44,26 @@ class EncoderHand2D:
     confidence: np.ndarray  # (21,) heatmap peak per joint
     mask_fraction: float  # of the crop
     joints_on_mask: float  # fraction of the joints on the side's own mask
+    concentration: float  # mean share of each joint map's positive mass near its peak
     present: bool
+
+
+def peak_concentration(heatmaps: np.ndarray, xy: np.ndarray, radius: int) -> np.ndarray:
+    """(J,) share of each (H, W) map's positive mass within ``radius`` cells of its peak
+    ``xy`` (J, 2): close to 1 for a trained single Gaussian, low for a diffuse map."""
+    positive = np.clip(heatmaps, 0, None)
+    h, w = heatmaps.shape[-2:]
+    rows, cols = np.arange(h)[None, :, None], np.arange(w)[None, None, :]
+    near = (np.abs(rows - xy[:, 1, None, None]) <= radius) & (np.abs(cols - xy[:, 0, None, None]) <= radius)
+    total = positive.sum(axis=(1, 2))
+    return np.where(total > 0, (positive * near).sum(axis=(1, 2)) / np.maximum(total, 1e-12), 0.0)
 
 
 def _read_crop(encoder: torch.nn.Module, crop_u8: np.ndarray):
     with torch.no_grad():
         out = encoder(normalize_image(torch.from_numpy(np.ascontiguousarray(crop_u8))[None]))
     xy, peak = heatmap_peaks(out.hms[0])
-    return xy.numpy(), peak.numpy(), (out.mask[0] > 0).numpy()
+    return out.hms[0].numpy(), xy.numpy(), peak.numpy(), (out.mask[0] > 0).numpy()
 
 
 def read_hands_in_crop(
@@ -60,7 +75,7 @@ def read_hands_in_crop(
     """Both sides' 2D joints read from the encoder in the crop ``transform`` of the image."""
     rule = rule or PresenceRule()
     crop = crop_image(image_rgb, transform)
-    xy, peak, masks = _read_crop(encoder, crop)
+    heat, xy, peak, masks = _read_crop(encoder, crop)
     map_size = masks.shape[-1]
     stride = transform.size / map_size
     hands = {}
@@ -70,12 +85,16 @@ def read_hands_in_crop(
         on_mask = float(masks[k][cells[:, 1], cells[:, 0]].mean())
         fraction = float(masks[k].mean())
         joints_px = transform.crop_to_image(xy[sl] * stride + stride / 2)
+        concentration = float(peak_concentration(heat[sl], xy[sl], rule.peak_radius).mean())
         present = (
-            fraction >= rule.min_mask_fraction
-            and float(peak[sl].mean()) >= rule.min_mean_peak
+            rule.mask_fraction[0] <= fraction <= rule.mask_fraction[1]
+            and rule.mean_peak[0] <= float(peak[sl].mean()) <= rule.mean_peak[1]
+            and concentration >= rule.min_concentration
             and on_mask >= rule.min_joints_on_mask
         )
-        hands[side] = EncoderHand2D(side, joints_px, peak[sl].astype(np.float64), fraction, on_mask, present)
+        hands[side] = EncoderHand2D(
+            side, joints_px, peak[sl].astype(np.float64), fraction, on_mask, concentration, present
+        )
     return hands
 
 
@@ -87,4 +106,5 @@ def crop_for_box(points_px: np.ndarray, widen: float = 1.0) -> CropTransform:
         return crop
     centre = np.asarray(crop.origin_px) + crop.side_in_image_px / 2
     half = crop.side_in_image_px * widen / 2
-    return CropTransform((float(centre[0] - half), float(centre[1] - half)), crop.size / (2 * half), crop.size)
+    origin = (float(centre[0] - half), float(centre[1] - half))
+    return CropTransform(origin, crop.size / (2 * half), crop.size)

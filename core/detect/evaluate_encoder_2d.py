@@ -83,19 +83,19 @@ def format_table(rows: list[HandRow]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        present = "yes" if r.encoder_present else "no"
         lines.append(
-            f"| {r.image} | {r.side} | {fmt(r.encoder_error_px)} | {fmt(r.encoder_pck, True)} | "
-            f"{'yes' if r.encoder_present else 'no'} | {fmt(r.mediapipe_error_px)} | {fmt(r.mediapipe_pck, True)} |"
+            f"| {r.image} | {r.side} | {fmt(r.encoder_error_px)} | {fmt(r.encoder_pck, True)} | {present} "
+            f"| {fmt(r.mediapipe_error_px)} | {fmt(r.mediapipe_pck, True)} |"
         )
-    enc = [r.encoder_error_px for r in rows]
-    both = [r for r in rows if r.mediapipe_error_px is not None]
+    found = [r for r in rows if r.mediapipe_error_px is not None]
+    enc_err = np.mean([r.encoder_error_px for r in rows])
+    enc_pck = 100 * np.mean([r.encoder_pck for r in rows])
+    mp_err = f"{np.mean([r.mediapipe_error_px for r in found]):.1f} ({len(found)} found)" if found else "none found"
+    mp_pck = f"{100 * np.mean([r.mediapipe_pck for r in found]):.0f} %" if found else "-"
     lines.append(
-        f"| **mean** | {len(rows)} hands | {np.mean(enc):.1f} | {100 * np.mean([r.encoder_pck for r in rows]):.0f} % "
-        f"| {sum(r.encoder_present for r in rows)}/{len(rows)} | "
-        + (f"{np.mean([r.mediapipe_error_px for r in both]):.1f} ({len(both)} found)" if both else "none found")
-        + " | "
-        + (f"{100 * np.mean([r.mediapipe_pck for r in both]):.0f} %" if both else "-")
-        + " |"
+        f"| **mean** | {len(rows)} hands | {enc_err:.1f} | {enc_pck:.0f} % "
+        f"| {sum(r.encoder_present for r in rows)}/{len(rows)} | {mp_err} | {mp_pck} |"
     )
     return "\n".join(lines)
 
