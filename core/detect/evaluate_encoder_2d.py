@@ -91,7 +91,8 @@ def format_table(rows: list[HandRow]) -> str:
     found = [r for r in rows if r.mediapipe_error_px is not None]
     enc_err = np.mean([r.encoder_error_px for r in rows])
     enc_pck = 100 * np.mean([r.encoder_pck for r in rows])
-    mp_err = f"{np.mean([r.mediapipe_error_px for r in found]):.1f} ({len(found)} found)" if found else "none found"
+    mp_mean = np.mean([r.mediapipe_error_px for r in found]) if found else None
+    mp_err = f"{mp_mean:.1f} ({len(found)} found)" if found else "none found"
     mp_pck = f"{100 * np.mean([r.mediapipe_pck for r in found]):.0f} %" if found else "-"
     lines.append(
         f"| **mean** | {len(rows)} hands | {enc_err:.1f} | {enc_pck:.0f} % "
