@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ from app.worker import (
     WorkerFailure,
     run_in_background,
 )
-from core.errors import InputError
+from core.errors import describe_error
 from core.hand.joints import HAND_SIDES
 
 APP_NAME = "Im2Hands Studio"
@@ -336,10 +337,11 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"{title}: {message}", 8000)
 
     def _guarded(self, title: str, fn, *args) -> bool:
+        """Run ``fn``; any failure goes to the error panel (the app never aborts on input)."""
         try:
             fn(*args)
-        except (InputError, OSError) as exc:
-            self.report_error(title, str(exc))
+        except Exception as exc:  # a bad file can raise anything below our own checks
+            self.report_error(title, describe_error(exc, debug_hint=False), traceback.format_exc())
             return False
         return True
 
@@ -348,11 +350,7 @@ class MainWindow(QMainWindow):
         if not self._confirm_discard():
             return False
         if is_project_path(path):
-            ok = self._guarded("Open project", self.doc.load_project, path)
-            if ok:
-                self.settings_panel.set_settings(self.doc.settings)
-                if self.doc.weights_path and self.doc.weights_path != self.worker.engine_spec[0]:
-                    self.load_checkpoint(self.doc.weights_path)
+            ok = self._guarded("Open project", self._open_project, path)
         else:
             ok = self._guarded("Open", self.doc.open_media, path)
         if ok:
@@ -364,6 +362,12 @@ class MainWindow(QMainWindow):
             self.controller.schedule(immediate=True)
         return ok
 
+    def _open_project(self, path: str | Path) -> None:
+        self.doc.load_project(path)
+        self.settings_panel.set_settings(self.doc.settings)
+        if self.doc.weights_path and self.doc.weights_path != self.worker.engine_spec[0]:
+            self.load_checkpoint(self.doc.weights_path)
+
     def load_keypoints(self, path: str | Path) -> bool:
         if self.doc.media is None:
             self.report_error("Load keypoints", "open an image, video or folder first")
@@ -372,8 +376,8 @@ class MainWindow(QMainWindow):
             from app.keypoint_files import load_for_media
 
             loaded = load_for_media(path, self.doc.media, self.doc.current_frame)
-        except (InputError, OSError) as exc:
-            self.report_error("Load keypoints", str(exc))
+        except Exception as exc:  # routed to the error panel, whatever it is
+            self.report_error("Load keypoints", describe_error(exc, debug_hint=False), traceback.format_exc())
             return False
         self.doc.set_detected_keypoints(loaded.keypoints, loaded.camera, loaded.visibility,
                                         text=f"Load keypoints {Path(path).name}")  # fmt: skip

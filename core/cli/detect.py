@@ -30,11 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overlay", help="image input: also write the keypoints drawn over the image here")
 
 
-def _write(out: Path, frames, camera) -> Path:
+def _write(out: Path, frames, camera, extra: dict | None = None) -> Path:
     """The single place where keypoints are written (helper E's JSON writer)."""
     from core.io.keypoints import save_keypoints_json
 
-    return save_keypoints_json(out, frames, camera)
+    return save_keypoints_json(out, frames, camera, extra=extra)
 
 
 def _image_ref(image_path: Path, out: Path) -> str:
@@ -59,7 +59,13 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"input not found: {source}")
     if args.every < 1 or (args.max_frames is not None and args.max_frames < 1):
         raise InputError("--every and --max-frames must be at least 1")
+    from core.io.output_set import check_output_file
+
+    check_output_file(out, (".json",), "--out")
+    if args.overlay:
+        check_output_file(Path(args.overlay), (".png", ".jpg", ".jpeg", ".webp", ".bmp"), "--overlay")
     frames = []
+    extra = None
     with MediaPipeHandDetector(retries=not args.no_retries, image_is_mirrored=args.mirrored) as detector:
         if is_video_path(source):
             with VideoReader(source) as video:
@@ -78,6 +84,11 @@ def run(args: argparse.Namespace) -> int:
                     carried = [] if smoother is None else [s for s, c in smoother.carried.items() if c]
                     print(f"  frame {index}: found {', '.join(result.keypoints.present_sides()) or 'none'}"
                           + (f"; carried over {', '.join(carried)}" if carried else ""))
+                decoded = video.truncated_at if video.truncated_at is not None else video.frame_count
+                extra = {"video": {"frames_declared": video.frame_count, "frames_decoded": decoded,
+                                   "truncated": video.truncated_at is not None}}
+                if video.truncation_warning:
+                    print(video.truncation_warning, file=sys.stderr)
         else:
             image = load_image_rgb(source)
             h, w = image.shape[:2]
@@ -95,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
                 save_image_rgb(args.overlay, draw_keypoints(image, result.keypoints, camera))
                 print(f"overlay written to {args.overlay}")
-    _write(out, frames, camera)
+    _write(out, frames, camera, extra)
     n_found = sum(len(f.keypoints.present_sides()) for f in frames)
     print(f"wrote {len(frames)} frame(s), {n_found} hand(s) to {out}")
     if n_found == 0:

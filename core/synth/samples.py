@@ -336,7 +336,7 @@ def load_sample(npz_path: str | Path) -> SynthSample:
     """Inverse of :func:`save_sample` (reads the PNG next to the npz)."""
     npz_path = Path(npz_path)
     image = cv2.imread(str(npz_path.with_suffix(".png")), cv2.IMREAD_COLOR)[..., ::-1].copy()
-    with np.load(npz_path) as z:
+    with np.load(npz_path, allow_pickle=False) as z:
         w, h = (int(x) for x in z["image_size"])
         has_mesh = "verts_left" in z.files
         return SynthSample(
