@@ -36,11 +36,20 @@ def camera_from_file(path: str | Path, width: int, height: int, capture: str | N
     """Intrinsics (and extrinsics, metres) for a ``width`` x ``height`` image from a file.
     For an InterHand2.6M camera file holding several cameras, the capture and camera are
     taken from the arguments, else looked up by ``image_name`` in a sibling ``*_data.json``."""
+    from core.io.keypoints import check_camera_values, reading
+
     path = Path(path)
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CameraFileError(f"cannot read camera file {path}: {exc}") from exc
+    except (OSError, ValueError, RecursionError) as exc:
+        raise CameraFileError(f"cannot read camera file {path}: {exc}") from None
+    with reading(path, CameraFileError):  # any malformed field: our error naming the file
+        camera = _camera_from_data(data, path, width, height, capture, camera_name, image_name)
+    check_camera_values(camera.K, camera.width, camera.height, f"camera file {path}", CameraFileError)
+    return camera
+
+
+def _camera_from_data(data, path: Path, width: int, height: int, capture, camera_name, image_name) -> Camera:
     if not isinstance(data, dict):
         raise CameraFileError(f"camera file {path} must hold a JSON object")
     if isinstance(data.get("camera"), dict) and "K" in data["camera"]:

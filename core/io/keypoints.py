@@ -238,7 +238,7 @@ def reading(path: Path, error: type[InputError] = KeypointFileError):
         raise
     except OSError as exc:
         raise error(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (TypeError, ValueError, KeyError, IndexError, AttributeError, RecursionError, OverflowError) as exc:  # noqa: E501
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, RecursionError, ArithmeticError) as exc:  # noqa: E501
         raise error(f"{path}: malformed content ({type(exc).__name__}: {exc})") from None
 
 
@@ -251,7 +251,7 @@ def _parse_keypoint_doc(doc: object, path: Path) -> KeypointFile:
             f"{path}: unsupported version {version!r} (this program reads 1..{FORMAT_VERSION})"
         )
     units = doc.get("units", "m")
-    if units not in _UNIT_SCALE_TO_M:
+    if not isinstance(units, str) or units not in _UNIT_SCALE_TO_M:
         raise KeypointFileError(f"{path}: unknown units {units!r}; use one of {sorted(_UNIT_SCALE_TO_M)}")
     if doc.get("frame", "camera") != "camera":
         raise KeypointFileError(
