@@ -21,8 +21,15 @@ COMMANDS = {
 }
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes are one ``error:`` line too (exit 2), like every other failure."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
-    parser = argparse.ArgumentParser(prog="main.py", description="Im2Hands Studio")
+    parser = _OneLineParser(prog="main.py", description="Im2Hands Studio")
     sub = parser.add_subparsers(dest="command", required=True)
     modules = {}
     for name, (module_name, help_text) in COMMANDS.items():

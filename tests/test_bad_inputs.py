@@ -915,6 +915,18 @@ def test_other_commands_fail_with_one_line(tmp_path, capsys, case):
     _assert_clean_error(rc, err, expected)
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["reconstruct"], ["reconstruct", "x", "--resolution", "abc", "--out", "y"], ["teleport"],
+     ["reconstruct", "x", "--out", "y", "--format", "stl"], ["gui", "--device", "tpu"]],
+)  # fmt: skip
+def test_usage_mistakes_are_one_line(capsys, argv):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+
+
 def test_an_internal_error_is_one_line_and_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
     import core.cli.reconstruct as command
 
