@@ -127,7 +127,8 @@ def camera_from_exif(image_path: str | Path, width: int, height: int) -> Camera 
         with Image.open(image_path) as im:
             exif = im.getexif()
             sub = exif.get_ifd(0x8769)  # Exif IFD holds the focal lengths
-    except (OSError, ValueError):
+            turned = exif.get(0x0112, 1) in (5, 6, 7, 8)  # shown turned by 90 degrees
+    except (OSError, ValueError, TypeError):
         return None
     f35 = _positive(sub.get(0xA405))  # FocalLengthIn35mmFilm
     f_px = None
@@ -142,7 +143,8 @@ def camera_from_exif(image_path: str | Path, width: int, height: int) -> Camera 
         # The focal-plane resolution refers to the camera's own pixel grid; without the
         # width it refers to (resized photos often drop it) the focal length is unusable.
         if f_mm and x_res and mm_per_unit and orig_w:
-            f_px = f_mm * x_res / mm_per_unit * width / orig_w
+            stored_width = height if turned else width  # PixelXDimension is of the stored pixels
+            f_px = f_mm * x_res / mm_per_unit * stored_width / orig_w
     if not f_px or not np.isfinite(f_px):
         return None
     K = np.array([[f_px, 0.0, width / 2], [0.0, f_px, height / 2], [0.0, 0.0, 1.0]])
