@@ -431,6 +431,23 @@ def test_implausible_hand_sizes_are_refused_with_a_units_hint(scale, hint):
         hand_frames(scaled)
 
 
+@pytest.mark.parametrize(
+    ("joint", "offset", "message"), [(8, 1e6, "apart"), (20, 0.5, "apart"), (None, 500.0, "from the camera")]
+)
+def test_one_wild_joint_or_a_far_hand_is_refused(joint, offset, message):
+    from core.engine.hands import hand_frames
+    from core.types import TwoHandKeypoints
+
+    k = _sample_keypoints()
+    left = k.left.copy()
+    if joint is None:
+        left[:, 2] += offset
+    else:
+        left[joint, 0] += offset
+    with pytest.raises(KeypointError, match=message):
+        hand_frames(TwoHandKeypoints(left=left, right=k.right))
+
+
 def test_the_sample_hands_pass_the_size_check():
     from core.engine.hands import hand_frames
 

@@ -13,6 +13,7 @@ from core.hand.joints import MANO_MIDDLE_MCP, MANO_WRIST
 
 PALM_LENGTH_RANGE_M = (0.035, 0.16)  # wrist -> middle MCP
 MAX_DEPTH_M = 100.0  # keypoints farther than this from the camera are not a hand in a photo
+MAX_EXTENT_M = 0.4  # largest joint-to-joint distance; an adult's span is about 0.25 m
 
 
 def _units_hint(length_m: float) -> str:
@@ -25,7 +26,8 @@ def _units_hint(length_m: float) -> str:
 
 def check_hand_size(joints_mano_m: np.ndarray, side: str) -> None:
     """Raise :class:`KeypointError` unless the hand's wrist-to-middle-MCP length lies in
-    :data:`PALM_LENGTH_RANGE_M` and the hand lies within :data:`MAX_DEPTH_M`."""
+    :data:`PALM_LENGTH_RANGE_M`, no two joints are farther apart than :data:`MAX_EXTENT_M`
+    and the hand lies within :data:`MAX_DEPTH_M` of the camera."""
     joints = np.asarray(joints_mano_m, dtype=np.float64)
     length = float(np.linalg.norm(joints[MANO_MIDDLE_MCP] - joints[MANO_WRIST]))
     low, high = PALM_LENGTH_RANGE_M
@@ -33,6 +35,12 @@ def check_hand_size(joints_mano_m: np.ndarray, side: str) -> None:
         raise KeypointError(
             f"{side} hand: wrist to middle-finger knuckle is {length:.4g} m, outside the human range "
             f"{low * 100:.1f}-{high * 100:.0f} cm{_units_hint(length)}"
+        )
+    extent = float(np.linalg.norm(joints[:, None] - joints[None], axis=-1).max())
+    if extent > MAX_EXTENT_M:
+        raise KeypointError(
+            f"{side} hand: two joints lie {extent:.3g} m apart (a hand spans at most "
+            f"{MAX_EXTENT_M * 100:.0f} cm){_units_hint(extent)}"
         )
     depth = float(np.abs(joints).max())
     if depth > MAX_DEPTH_M:
