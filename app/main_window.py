@@ -38,6 +38,7 @@ from app.worker import (
 )
 from core.errors import describe_error
 from core.hand.joints import HAND_SIDES
+from core.io.atomic import atomic_path
 
 APP_NAME = "Im2Hands Studio"
 _HAND_CYCLE = (None, "left", "right")
@@ -224,6 +225,10 @@ class MainWindow(QMainWindow):
         self.settings_panel.loadCheckpointRequested.connect(self._load_checkpoint_dialog)
         self.settings_panel.useDefaultWeightsRequested.connect(lambda: self.load_checkpoint(None))
         self.error_panel.errorAdded.connect(lambda _e: self.error_dock.show())
+        # Autosave failures (a read-only folder, a full disk) go to the error panel, once each.
+        self._autosave_failure = ""
+        self.doc.autosave_timer.timeout.disconnect()
+        self.doc.autosave_timer.timeout.connect(self._autosave)
 
     # --- document -> views ----------------------------------------------------------------------
     def _on_media_changed(self) -> None:
@@ -335,6 +340,17 @@ class MainWindow(QMainWindow):
         """Errors never stop the app: listed in the (non-modal) error panel + status bar."""
         self.error_panel.add_error(title, message, details)
         self.statusBar().showMessage(f"{title}: {message}", 8000)
+
+    def _autosave(self) -> None:
+        try:
+            self.doc.autosave()
+        except Exception as exc:  # never stop the app; say it once per distinct failure
+            message = describe_error(exc, debug_hint=False)
+            if message != self._autosave_failure:
+                self._autosave_failure = message
+                self.report_error("Autosave", message, traceback.format_exc())
+        else:
+            self._autosave_failure = ""
 
     def _guarded(self, title: str, fn, *args) -> bool:
         """Run ``fn``; any failure goes to the error panel (the app never aborts on input)."""
@@ -454,10 +470,16 @@ class MainWindow(QMainWindow):
     def save_screenshot(self, path: str | Path) -> bool:
         QApplication.processEvents()
         self.scene_view.render_now()
-        ok = self.grab().save(str(path))
-        if not ok:
-            self.report_error("Screenshot", f"cannot write {path}")
-        return ok
+        pixmap = self.grab()
+        fmt = Path(path).suffix.lstrip(".").upper() or "PNG"
+        try:
+            with atomic_path(path) as tmp:  # never a half-written file
+                if not pixmap.save(str(tmp), fmt):
+                    raise OSError(f"cannot encode a {fmt} screenshot")
+        except (OSError, ValueError) as exc:
+            self.report_error("Screenshot", f"cannot write {path}: {exc}")
+            return False
+        return True
 
     # --- dialogs (interactive only) ------------------------------------------------------------------
     def _last_dir(self) -> str:

@@ -1139,3 +1139,45 @@ def test_repeated_reconstructions_keep_memory_flat():
         once(i)
     grown = _rss_mb() - baseline
     assert grown < 50.0, f"RSS grew {grown:.1f} MB over 20 reconstructions"
+
+
+# --------------------------------------------------------------------------------------
+# The app's window: every entry point reports to the error panel and the app lives on
+# --------------------------------------------------------------------------------------
+@pytest.mark.gui
+def test_every_window_entry_point_reports_to_the_error_panel(qtbot, tmp_path, monkeypatch):
+    from PySide6.QtGui import QGuiApplication
+
+    if QGuiApplication.platformName() != "xcb":
+        pytest.skip("the window's 3D view needs an X server")
+    from test_app_fakes import FakeEngine
+    from test_app_gui import make_window, write_sample
+
+    window = make_window(qtbot, tmp_path, monkeypatch, FakeEngine(stage_delay_s=0.0))
+    errors = lambda: len(window.error_panel.entries())  # noqa: E731
+    (tmp_path / "garbage.png").write_bytes(b"nope")
+    (tmp_path / "bomb.png").write_bytes(_png_header_only(30000, 30000))
+    bad_opens = [tmp_path / "garbage.png", tmp_path / "bomb.png", tmp_path / "missing.mp4"]
+    for i, case in enumerate(sorted(PROJECT_CASES)):
+        path = tmp_path / f"p{i}.im2hands.json"
+        path.write_text(PROJECT_CASES[case])
+        bad_opens.append(path)
+    for path in bad_opens:
+        before = errors()
+        assert window.open_path(path) is False
+        assert errors() == before + 1, path
+    assert window.export_meshes(tmp_path / "none.ply") == [] and errors() == len(bad_opens) + 1
+    image_path, _ = write_sample(tmp_path)
+    assert window.open_path(image_path)
+    (tmp_path / "kp.json").write_text('{"format": "im2hands-studio/keypoints", "version": 1, "frames": 3}')
+    assert window.load_keypoints(tmp_path / "kp.json") is False
+    assert "frames" in window.error_panel.entries()[-1].message
+    (tmp_path / "a_file").write_text("x")
+    assert window.save_screenshot(tmp_path / "a_file" / "shot.png") is False
+    assert window.export_keypoints(tmp_path / "a_file" / "k.json") is False
+    monkeypatch.setattr(window.doc, "autosave", lambda: (_ for _ in ()).throw(OSError(28, "No space left")))
+    before = errors()
+    window._autosave()
+    window._autosave()  # the same failure is reported once
+    assert errors() == before + 1 and "No space left" in window.error_panel.entries()[-1].message
+    assert window.isVisible()
