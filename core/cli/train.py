@@ -40,7 +40,10 @@ def load_config(path: Path, network: str):
         raise InputError(f"{path} is not valid JSON: {exc}") from exc
     if not isinstance(sections, dict):
         raise InputError(f"{path} must hold a JSON object with a section per network")
-    return TrainConfig.from_sections(sections, network)
+    from core.io.keypoints import reading
+
+    with reading(path, InputError):  # a value of the wrong type: our error naming the file
+        return TrainConfig.from_sections(sections, network)
 
 
 def run(args: argparse.Namespace) -> int:

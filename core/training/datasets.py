@@ -394,6 +394,8 @@ def dataset_from_spec(data: dict, spec: ItemSpec) -> torch.utils.data.Dataset:
     ``{"kind": "synth_folder", "path": DIR, "limit": N?}``,
     ``{"kind": "synth", "first_seed": S, "count": N, "points": P?}`` or
     ``{"kind": "interhand", "img_root": DIR, "occ_root": DIR, "split": "train"}``."""
+    if not isinstance(data, dict):
+        raise DatasetError(f"the config's 'data' block must be an object with a 'kind', got {data!r}")
     kind = data.get("kind")
     if kind == "synth_folder":
         return SynthFolderDataset(data["path"], spec, data.get("limit"))
