@@ -649,6 +649,26 @@ def test_a_one_hand_run_removes_the_other_hands_old_mesh(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging folder left
 
 
+def test_output_folder_without_renameat2_and_after_a_kill_between_its_renames(tmp_path, monkeypatch):
+    from core.io import output_set
+
+    monkeypatch.setattr(output_set, "_exchange", lambda a, b: False)  # e.g. not Linux
+    out_path = tmp_path / "out"
+    for i in range(2):
+        out = output_set.OutputFolder(out_path)
+        out.add("report.json", lambda p, i=i: p.write_text(json.dumps({"i": i})))
+        out.commit()
+    assert json.loads((out_path / "report.json").read_text()) == {"i": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    dead = subprocess.Popen([PY, "-c", "pass"])
+    dead.wait()
+    os.rename(out_path, tmp_path / f".out.old-{dead.pid}")  # killed between the two renames
+    (tmp_path / f".out.staging-{dead.pid}").mkdir()
+    output_set._remove_stale_side_folders(out_path)  # what the next run does first
+    assert json.loads((out_path / "report.json").read_text()) == {"i": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
 @pytest.mark.parametrize("kind", ["file", "foreign folder", "unwritable parent"])
 def test_bad_output_folders_are_refused_before_any_work(tmp_path, kind):
     from core.io.output_set import OutputFolder, OutputPathError

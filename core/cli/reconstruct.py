@@ -161,10 +161,16 @@ def _add_outputs(out, args, rec, camera, mode: str, note, overlay, overlay_name)
             if (m := getattr(rec, side)) is not None
         },
         "settings": {k: v for k, v in rec.settings.items() if k != "anchors_cam_m"},
-        "notes": ([note] if note else []) + list(rec.settings.get("notes", [])),
+        "notes": ([note] if note else [])
+        + list(rec.settings.get("notes", []))
+        + [f"the {side} hand's mesh is empty: no file written for it" for side in _empty_sides(rec)],
     }
     text = json.dumps(report, indent=1, default=str)
     out.add("report.json", lambda path: path.write_text(text, encoding="utf-8"))
+
+
+def _empty_sides(rec) -> list[str]:
+    return [side for side in ("left", "right") if (m := getattr(rec, side)) is not None and m.is_empty]
 
 
 def _detect_keypoints(image, image_path: Path, camera_path: Path | None):

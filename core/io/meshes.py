@@ -75,7 +75,9 @@ def mesh_set_writers(reconstruction, fmt: str, prefix: str = "") -> dict[str, Ca
     fmt = check_mesh_format(fmt)
     parts = mesh_parts(reconstruction)
     if not any(side in parts for side in ("left", "right")):
-        raise InputError("there is no reconstructed mesh to export (both hands are empty)")
+        raise InputError(
+            "both hand meshes are empty: nothing to write (are the keypoints in metres, camera frame?)"
+        )
     if fmt == "glb":
 
         def write_scene(path: Path) -> None:

@@ -94,20 +94,14 @@ def _file_metadata(path: Path) -> dict:
 
 def confined_shared_path(path: Path, name: str) -> Path:
     """The file a header's ``shared`` entry names, which must be a plain ``.safetensors``
-    file name in the same folder (no folders, no ``..``, no links out of it)."""
-    folder = path.parent.resolve()
-    candidate = (path.parent / name).resolve()
-    if (
-        Path(name).name != name
-        or name in ("", ".", "..")
-        or not name.endswith(OUR_SUFFIX)
-        or candidate.parent != folder
-    ):
+    file name in the same folder (no folders, no ``..``, not absolute). Links placed in
+    the folder by its owner are followed, as for the file itself."""
+    if Path(name).name != name or name in ("", ".", "..") or "\\" in name or not name.endswith(OUR_SUFFIX):
         raise CheckpointError(
             f"{path.name}: header field 'metadata.shared' names {name!r}, which is not a "
             f"{OUR_SUFFIX} file beside it; refused"
         )
-    return candidate
+    return path.parent / name
 
 
 def load_packed_network(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
