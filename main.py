@@ -21,8 +21,15 @@ COMMANDS = {
 }
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes are one ``error:`` line too (exit 2), like every other failure."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
-    parser = argparse.ArgumentParser(prog="main.py", description="Im2Hands Studio")
+    parser = _OneLineParser(prog="main.py", description="Im2Hands Studio")
     sub = parser.add_subparsers(dest="command", required=True)
     modules = {}
     for name, (module_name, help_text) in COMMANDS.items():
@@ -38,14 +45,27 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Any failure becomes one line ``error: ...`` on stderr and exit code 2
+    (internal errors too); ``--debug`` (anywhere on the line) shows the traceback as well."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     parser, modules = build_parser()
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
-    from core.errors import InputError
+    from core.errors import describe_error
 
     try:
         return int(modules[args.command].run(args) or 0)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the one place where every failure becomes a clear line
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        print(f"error: {describe_error(exc)}", file=sys.stderr)
         return 2
 
 

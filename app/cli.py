@@ -46,6 +46,13 @@ def run(args: argparse.Namespace) -> int:
     app.setApplicationName("Im2Hands Studio")
     headless = bool(args.screenshot and args.exit)
     window = MainWindow(weights=args.weights, device=args.device, interactive=not headless)
+    try:
+        return _run_window(app, window, args)
+    finally:
+        window.shutdown()  # also when a failure escapes: a running QThread would abort Python
+
+
+def _run_window(app, window, args: argparse.Namespace) -> int:
     overrides = {}
     if args.resolution:
         overrides["resolution"] = args.resolution
@@ -77,5 +84,4 @@ def run(args: argparse.Namespace) -> int:
 
         window.when_idle(shoot, args.timeout)
     rc = app.exec()
-    window.shutdown()
     return exit_code["value"] or rc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +36,9 @@ from app.worker import (
     WorkerFailure,
     run_in_background,
 )
-from core.errors import InputError
+from core.errors import describe_error
 from core.hand.joints import HAND_SIDES
+from core.io.atomic import atomic_path
 
 APP_NAME = "Im2Hands Studio"
 _HAND_CYCLE = (None, "left", "right")
@@ -223,6 +225,10 @@ class MainWindow(QMainWindow):
         self.settings_panel.loadCheckpointRequested.connect(self._load_checkpoint_dialog)
         self.settings_panel.useDefaultWeightsRequested.connect(lambda: self.load_checkpoint(None))
         self.error_panel.errorAdded.connect(lambda _e: self.error_dock.show())
+        # Autosave failures (a read-only folder, a full disk) go to the error panel, once each.
+        self._autosave_failure = ""
+        self.doc.autosave_timer.timeout.disconnect()
+        self.doc.autosave_timer.timeout.connect(self._autosave)
 
     # --- document -> views ----------------------------------------------------------------------
     def _on_media_changed(self) -> None:
@@ -335,11 +341,23 @@ class MainWindow(QMainWindow):
         self.error_panel.add_error(title, message, details)
         self.statusBar().showMessage(f"{title}: {message}", 8000)
 
+    def _autosave(self) -> None:
+        try:
+            self.doc.autosave()
+        except Exception as exc:  # never stop the app; say it once per distinct failure
+            message = describe_error(exc, debug_hint=False)
+            if message != self._autosave_failure:
+                self._autosave_failure = message
+                self.report_error("Autosave", message, traceback.format_exc())
+        else:
+            self._autosave_failure = ""
+
     def _guarded(self, title: str, fn, *args) -> bool:
+        """Run ``fn``; any failure goes to the error panel (the app never aborts on input)."""
         try:
             fn(*args)
-        except (InputError, OSError) as exc:
-            self.report_error(title, str(exc))
+        except Exception as exc:  # a bad file can raise anything below our own checks
+            self.report_error(title, describe_error(exc, debug_hint=False), traceback.format_exc())
             return False
         return True
 
@@ -348,11 +366,7 @@ class MainWindow(QMainWindow):
         if not self._confirm_discard():
             return False
         if is_project_path(path):
-            ok = self._guarded("Open project", self.doc.load_project, path)
-            if ok:
-                self.settings_panel.set_settings(self.doc.settings)
-                if self.doc.weights_path and self.doc.weights_path != self.worker.engine_spec[0]:
-                    self.load_checkpoint(self.doc.weights_path)
+            ok = self._guarded("Open project", self._open_project, path)
         else:
             ok = self._guarded("Open", self.doc.open_media, path)
         if ok:
@@ -364,6 +378,12 @@ class MainWindow(QMainWindow):
             self.controller.schedule(immediate=True)
         return ok
 
+    def _open_project(self, path: str | Path) -> None:
+        self.doc.load_project(path)
+        self.settings_panel.set_settings(self.doc.settings)
+        if self.doc.weights_path and self.doc.weights_path != self.worker.engine_spec[0]:
+            self.load_checkpoint(self.doc.weights_path)
+
     def load_keypoints(self, path: str | Path) -> bool:
         if self.doc.media is None:
             self.report_error("Load keypoints", "open an image, video or folder first")
@@ -372,8 +392,8 @@ class MainWindow(QMainWindow):
             from app.keypoint_files import load_for_media
 
             loaded = load_for_media(path, self.doc.media, self.doc.current_frame)
-        except (InputError, OSError) as exc:
-            self.report_error("Load keypoints", str(exc))
+        except Exception as exc:  # routed to the error panel, whatever it is
+            self.report_error("Load keypoints", describe_error(exc, debug_hint=False), traceback.format_exc())
             return False
         self.doc.set_detected_keypoints(loaded.keypoints, loaded.camera, loaded.visibility,
                                         text=f"Load keypoints {Path(path).name}")  # fmt: skip
@@ -450,10 +470,16 @@ class MainWindow(QMainWindow):
     def save_screenshot(self, path: str | Path) -> bool:
         QApplication.processEvents()
         self.scene_view.render_now()
-        ok = self.grab().save(str(path))
-        if not ok:
-            self.report_error("Screenshot", f"cannot write {path}")
-        return ok
+        pixmap = self.grab()
+        fmt = Path(path).suffix.lstrip(".").upper() or "PNG"
+        try:
+            with atomic_path(path) as tmp:  # never a half-written file
+                if not pixmap.save(str(tmp), fmt):
+                    raise OSError(f"cannot encode a {fmt} screenshot")
+        except (OSError, ValueError) as exc:
+            self.report_error("Screenshot", f"cannot write {path}: {exc}")
+            return False
+        return True
 
     # --- dialogs (interactive only) ------------------------------------------------------------------
     def _last_dir(self) -> str:

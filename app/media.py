@@ -149,7 +149,11 @@ class VideoSource(FrameSource):
             self._capture.set(cv2.CAP_PROP_POS_FRAMES, index)
         ok, bgr = self._capture.read()
         if not ok or bgr is None:
-            raise MediaError(f"cannot decode frame {index} of {self.path.name}")
+            # A truncated file: its header promises more frames than its data holds.
+            raise MediaError(
+                f"cannot decode frame {index} of {self.path.name}: the video is truncated or damaged "
+                f"(its header declares {self._count} frames)"
+            )
         self._next_index = index + 1
         return np.ascontiguousarray(bgr[:, :, ::-1])
 

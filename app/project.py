@@ -27,7 +27,7 @@ from app.annotation import KEYPOINT_SETS, FrameAnnotation, side_row
 from core.errors import InputError
 from core.hand.joints import HAND_SIDES, NUM_JOINTS
 from core.io.atomic import write_text_atomic
-from core.io.keypoints import camera_from_json, camera_to_json
+from core.io.keypoints import camera_from_json, camera_to_json, reading
 from core.types import Camera, TwoHandKeypoints
 
 PROJECT_FORMAT = "im2hands-studio-project"
@@ -119,6 +119,30 @@ def project_to_json(data: ProjectData, base_dir: Path) -> dict:
     }
 
 
+_MEDIA_KINDS = ("image", "folder", "video")
+
+
+def _check_top_level_types(obj: dict) -> None:
+    """The project schema's field types, checked before any field is used."""
+    media = obj.get("media")
+    if media is not None and (
+        not isinstance(media, dict)
+        or media.get("kind") not in _MEDIA_KINDS
+        or not isinstance(media.get("path"), str)
+    ):
+        raise ProjectFileError(f"'media' must be null or {{'kind': one of {_MEDIA_KINDS}, 'path': a string}}")
+    frame = obj.get("current_frame", 0)
+    if isinstance(frame, bool) or not isinstance(frame, int) or frame < 0:
+        raise ProjectFileError(f"'current_frame' must be a whole number >= 0, got {frame!r}")
+    if not isinstance(obj.get("settings") or {}, dict):
+        raise ProjectFileError("'settings' must be an object")
+    if obj.get("weights") is not None and not isinstance(obj.get("weights"), str):
+        raise ProjectFileError("'weights' must be a path string or null")
+    frames = obj.get("frames") or []
+    if not isinstance(frames, list) or not all(isinstance(f, dict) for f in frames):
+        raise ProjectFileError("'frames' must be a list of objects")
+
+
 def project_from_json(obj, base_dir: Path) -> ProjectData:
     if not isinstance(obj, dict) or obj.get("format") != PROJECT_FORMAT:
         raise ProjectFileError("not an Im2Hands Studio project (missing 'format': 'im2hands-studio-project')")
@@ -130,6 +154,7 @@ def project_from_json(obj, base_dir: Path) -> ProjectData:
             f"project version {version} is newer than this application understands ({PROJECT_VERSION}); "
             "update Im2Hands Studio"
         )
+    _check_top_level_types(obj)
     data = ProjectData()
     media = obj.get("media")
     if media is not None:
@@ -173,7 +198,11 @@ def load_project_file(path: str | Path) -> ProjectData:
         raise ProjectFileError(f"project file not found: {path}") from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProjectFileError(f"{path.name} is not valid JSON: {exc}") from exc
-    return project_from_json(obj, path.parent)
+    with reading(path, ProjectFileError):  # any other malformed field: our error, naming the file
+        try:
+            return project_from_json(obj, path.parent)
+        except ProjectFileError as exc:
+            raise ProjectFileError(f"{path.name}: {exc}") from None
 
 
 def is_project_path(path: str | Path) -> bool:

@@ -37,8 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +48,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from core.errors import CheckpointError
+from core.io.atomic import atomic_path
 from core.models.halo_base import load_torch_checkpoint
 
 NETWORKS = ("init_occ", "ref_occ", "kpts_ref", "halo_base")
@@ -357,12 +356,6 @@ def _flat_differences(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [f"{prefix.rstrip('.')}: checkpoint {a!r}, expected {b!r}"]
 
 
-def _atomic_target(path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def save_checkpoint(
     path: str | Path,
     model: nn.Module,
@@ -386,13 +379,8 @@ def save_checkpoint(
         "config": json.dumps(_config_to_json_dict(config)),
         "metadata": json.dumps(dict(metadata or {})),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _atomic_target(path)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=header)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -417,13 +405,35 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
             metadata=json.loads(header["metadata"]),
             format_version=version,
         )
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{path.name} has a damaged header: {exc}") from exc
+    _check_header_types(info)
     if version > FORMAT_VERSION:
         raise CheckpointError(
             f"{path.name} uses checkpoint format {version}; this version reads up to {FORMAT_VERSION}"
         )
     return info
+
+
+def _check_header_types(info: CheckpointInfo) -> None:
+    """The header fields have their types: network a name, config an object or null,
+    metadata an object, ``shared`` (if any) a map of prefixes to file names."""
+    name = info.path.name
+    if not isinstance(info.network, str) or not info.network:
+        raise CheckpointError(f"{name}: header field 'network' must be a name, got {info.network!r}")
+    if info.config is not None and not isinstance(info.config, dict):
+        raise CheckpointError(
+            f"{name}: header field 'config' must be an object, got {type(info.config).__name__}"
+        )
+    if not isinstance(info.metadata, dict):
+        raise CheckpointError(
+            f"{name}: header field 'metadata' must be an object, got {type(info.metadata).__name__}"
+        )
+    shared = info.metadata.get("shared", {})
+    if not isinstance(shared, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in shared.items()
+    ):
+        raise CheckpointError(f"{name}: header field 'metadata.shared' must map prefixes to file names")
 
 
 def load_checkpoint(

@@ -51,8 +51,15 @@ def test_reconstruct_writes_meshes_keypoints_and_report(tmp_path, halo_path, fmt
     kp_out, cam = load_keypoints(out / "keypoints.json", "image69148.jpg")
     np.testing.assert_allclose(kp_out.right, kp_in.right)
     assert cam.width == 334
-    for side in ("left", "right"):
-        mesh = trimesh.load(out / f"{side}.{fmt}", force="mesh", process=False)
+    if fmt == "glb":  # one scene whose nodes are the parts (core.io.meshes' convention)
+        scene = trimesh.load(out / "hands.glb", process=False)
+        meshes = {side: scene.geometry[side] for side in ("left", "right")}
+    else:
+        meshes = {
+            side: trimesh.load(out / f"{side}.{fmt}", force="mesh", process=False)
+            for side in ("left", "right")
+        }
+    for side, mesh in meshes.items():
         assert len(mesh.faces) == report["hands"][side]["faces"]
         # Camera frame, metres: the mesh sits around the hand ~1.1 m from the camera.
         assert 0.8 < float(np.median(np.asarray(mesh.vertices)[:, 2])) < 1.5
@@ -82,7 +89,7 @@ def test_reconstruct_without_hands_or_with_a_bad_file_fails_clearly(tmp_path, ha
     from core.io.images import save_image_rgb
 
     save_image_rgb(blank, np.full((240, 320, 3), 128, dtype=np.uint8))
-    assert main(["reconstruct", str(blank), "--weights", str(halo_path), "--out", str(tmp_path)]) == 2
+    assert main(["reconstruct", str(blank), "--weights", str(halo_path), "--out", str(tmp_path / "o1")]) == 2
     assert "no hand was detected" in capsys.readouterr().err
     image = str(IH / "image69148.jpg")
     bad = tmp_path / "bad.json"
@@ -97,7 +104,7 @@ def test_reconstruct_without_hands_or_with_a_bad_file_fails_clearly(tmp_path, ha
                 "--weights",
                 str(halo_path),
                 "--out",
-                str(tmp_path),
+                str(tmp_path / "o2"),
             ]
         )
         == 2

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import pickle
+import json
 
 import cv2
 import numpy as np
@@ -32,8 +32,9 @@ def interhand(tmp_path):
     # world = camera rotated by 90 deg about z and shifted: x_cam = R x_world + t
     R = np.array([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]])
     t = np.array([0.1, -0.2, 0.3])
-    anno = {"camera": {"R": R, "t": t, "camera": s.camera.K}, "image": {"capture": 7, "frame_idx": 42}}
-    (split / "anno" / "0.pkl").write_bytes(pickle.dumps(anno))
+    anno = {"camera": {"R": R.tolist(), "t": t.tolist(), "camera": np.asarray(s.camera.K).tolist()},
+            "image": {"capture": 7, "frame_idx": 42}}  # fmt: skip
+    (split / "anno" / "0.json").write_text(json.dumps(anno))
     for side in ("left", "right"):
         world = (s.keypoints.hand(side) - t) @ R  # R^T (x - t)
         _write_ply(split / "gt_joints" / f"0000000_{side}.ply", world)

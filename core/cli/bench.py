@@ -24,14 +24,17 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from core.engine.bench import HEADLINE_KEYS, run_benchmark
+    from core.io.atomic import write_text_atomic
+    from core.io.output_set import check_output_file
 
+    if args.json:
+        check_output_file(args.json, (".json",), "--json")
     torch.set_num_threads(max(1, args.threads))
     parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
     report = run_benchmark(quick=args.quick, device=args.device, resolution=args.resolution, parts=parts)
     text = json.dumps(report, indent=1, default=_jsonable)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text)
+        write_text_atomic(args.json, text)
     summary = {k: report[k] for k in HEADLINE_KEYS}
     for part in ("halo_vs_official_code", "init_vs_official_code"):
         if report.get(part):  # against the official code's own recorded timings

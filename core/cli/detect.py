@@ -30,11 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overlay", help="image input: also write the keypoints drawn over the image here")
 
 
-def _write(out: Path, frames, camera) -> Path:
+def _write(out: Path, frames, camera, extra: dict | None = None) -> Path:
     """The single place where keypoints are written (helper E's JSON writer)."""
     from core.io.keypoints import save_keypoints_json
 
-    return save_keypoints_json(out, frames, camera)
+    return save_keypoints_json(out, frames, camera, extra=extra)
 
 
 def _image_ref(image_path: Path, out: Path) -> str:
@@ -46,12 +46,8 @@ def _image_ref(image_path: Path, out: Path) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from core.detect.detector import MediaPipeHandDetector
-    from core.detect.intrinsics import camera_for_image
-    from core.detect.pipeline import detect_image
-    from core.detect.smoothing import TwoHandSmoother
-    from core.detect.video import VideoReader, is_video_path
-    from core.io.images import load_image_rgb
-    from core.io.keypoints import KeypointFrame
+    from core.detect.video import is_video_path
+    from core.io.output_set import check_output_file
 
     source = Path(args.input)
     out = Path(args.out)
@@ -59,45 +55,75 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"input not found: {source}")
     if args.every < 1 or (args.max_frames is not None and args.max_frames < 1):
         raise InputError("--every and --max-frames must be at least 1")
-    frames = []
+    check_output_file(out, (".json",), "--out")
+    if args.overlay:
+        check_output_file(Path(args.overlay), (".png", ".jpg", ".jpeg", ".webp", ".bmp"), "--overlay")
+    extra = None
     with MediaPipeHandDetector(retries=not args.no_retries, image_is_mirrored=args.mirrored) as detector:
         if is_video_path(source):
-            with VideoReader(source) as video:
-                camera, origin = camera_for_image(video.width, video.height, args.camera, None,
-                                                  args.camera_capture, args.camera_name)
-                print(f"{source.name}: {video.frame_count} frames at {video.fps:.1f} fps, "
-                      f"{video.width}x{video.height}; camera from {origin}")
-                smoother = None if args.no_smoothing else TwoHandSmoother()
-                ref = _image_ref(source, out)
-                for index, frame in video.frames(every=args.every, max_frames=args.max_frames):
-                    result = detect_image(frame, camera, detector)
-                    keypoints = result.keypoints
-                    if smoother is not None:
-                        keypoints = smoother(keypoints, video.time_of(index))
-                    frames.append(KeypointFrame(keypoints, image=f"{ref}#frame={index}"))
-                    carried = [] if smoother is None else [s for s, c in smoother.carried.items() if c]
-                    print(f"  frame {index}: found {', '.join(result.keypoints.present_sides()) or 'none'}"
-                          + (f"; carried over {', '.join(carried)}" if carried else ""))
+            frames, camera, extra = _detect_video(args, source, out, detector)
         else:
-            image = load_image_rgb(source)
-            h, w = image.shape[:2]
-            camera, origin = camera_for_image(w, h, args.camera, source, args.camera_capture,
-                                              args.camera_name)
-            t0 = time.perf_counter()
-            result = detect_image(image, camera, detector)
-            found = ", ".join(f"{hd.side} ({hd.source})" for hd in result.detection.hands) or "no hand"
-            print(f"{source.name}: {w}x{h}, camera from {origin}; found {found} "
-                  f"in {time.perf_counter() - t0:.2f} s, {len(result.detection.views_tried)} views")
-            frames.append(KeypointFrame(result.keypoints, image=_image_ref(source, out)))
-            if args.overlay:
-                from core.detect.overlay import draw_keypoints
-                from core.io.images import save_image_rgb
-
-                save_image_rgb(args.overlay, draw_keypoints(image, result.keypoints, camera))
-                print(f"overlay written to {args.overlay}")
-    _write(out, frames, camera)
+            frames, camera = _detect_image(args, source, out, detector)
+    _write(out, frames, camera, extra)
     n_found = sum(len(f.keypoints.present_sides()) for f in frames)
     print(f"wrote {len(frames)} frame(s), {n_found} hand(s) to {out}")
     if n_found == 0:
         print("no hand was found; place the hands by hand in the app (template)", file=sys.stderr)
     return 0
+
+
+def _detect_video(args: argparse.Namespace, source: Path, out: Path, detector):
+    """Frames, camera and the frame counts (declared / decoded) of a video; a truncated file
+    is reported on stderr."""
+    from core.detect.intrinsics import camera_for_image
+    from core.detect.pipeline import detect_image
+    from core.detect.smoothing import TwoHandSmoother
+    from core.detect.video import VideoReader
+    from core.io.keypoints import KeypointFrame
+
+    frames = []
+    with VideoReader(source) as video:
+        camera, origin = camera_for_image(video.width, video.height, args.camera, None,
+                                          args.camera_capture, args.camera_name)
+        print(f"{source.name}: {video.frame_count} frames at {video.fps:.1f} fps, "
+              f"{video.width}x{video.height}; camera from {origin}")
+        smoother = None if args.no_smoothing else TwoHandSmoother()
+        ref = _image_ref(source, out)
+        for index, frame in video.frames(every=args.every, max_frames=args.max_frames):
+            result = detect_image(frame, camera, detector)
+            keypoints = result.keypoints
+            if smoother is not None:
+                keypoints = smoother(keypoints, video.time_of(index))
+            frames.append(KeypointFrame(keypoints, image=f"{ref}#frame={index}"))
+            carried = [] if smoother is None else [s for s, c in smoother.carried.items() if c]
+            print(f"  frame {index}: found {', '.join(result.keypoints.present_sides()) or 'none'}"
+                  + (f"; carried over {', '.join(carried)}" if carried else ""))
+        decoded = video.truncated_at if video.truncated_at is not None else video.frame_count
+        extra = {"video": {"frames_declared": video.frame_count, "frames_decoded": decoded,
+                           "truncated": video.truncated_at is not None}}
+        if video.truncation_warning:
+            print(video.truncation_warning, file=sys.stderr)
+    return frames, camera, extra
+
+
+def _detect_image(args: argparse.Namespace, source: Path, out: Path, detector):
+    from core.detect.intrinsics import camera_for_image
+    from core.detect.pipeline import detect_image
+    from core.io.images import load_image_rgb
+    from core.io.keypoints import KeypointFrame
+
+    image = load_image_rgb(source)
+    h, w = image.shape[:2]
+    camera, origin = camera_for_image(w, h, args.camera, source, args.camera_capture, args.camera_name)
+    t0 = time.perf_counter()
+    result = detect_image(image, camera, detector)
+    found = ", ".join(f"{hd.side} ({hd.source})" for hd in result.detection.hands) or "no hand"
+    print(f"{source.name}: {w}x{h}, camera from {origin}; found {found} "
+          f"in {time.perf_counter() - t0:.2f} s, {len(result.detection.views_tried)} views")
+    if args.overlay:
+        from core.detect.overlay import draw_keypoints
+        from core.io.images import save_image_rgb
+
+        save_image_rgb(args.overlay, draw_keypoints(image, result.keypoints, camera))
+        print(f"overlay written to {args.overlay}")
+    return [KeypointFrame(result.keypoints, image=_image_ref(source, out))], camera

@@ -66,8 +66,12 @@ def engines(weights: Path | None, device: str):
 
 
 def run(args: argparse.Namespace) -> int:
+    from core.io.atomic import write_text_atomic
+    from core.io.output_set import check_output_file
     from core.training import evaluation
 
+    if args.json is not None:
+        check_output_file(args.json, (".json",), "--json")
     kind, spec = parse_data(args.data)
     if kind == "interhand":
         raise InputError(
@@ -88,7 +92,6 @@ def run(args: argparse.Namespace) -> int:
     sys.stderr.write("\n")
     print(evaluation.format_tables(result))
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result.to_json(), indent=2))
+        write_text_atomic(args.json, json.dumps(result.to_json(), indent=2))
         print(f"wrote {args.json}")
     return 0

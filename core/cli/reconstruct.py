@@ -1,8 +1,11 @@
 """``python main.py reconstruct IMAGE --keypoints PATH --out DIR [...]``.
 
 Writes ``left.<fmt>``, ``right.<fmt>`` (camera frame, metres; vertices inside the other
-hand coloured), ``penetration.<fmt>`` when the hands overlap, ``keypoints.json`` (the
-keypoints used, our format) and ``report.json`` (timings, penetration volume, settings).
+hand coloured), ``penetration.<fmt>`` when the hands overlap (GLB: one ``hands.glb`` scene;
+the convention of :mod:`core.io.meshes`), ``keypoints.json`` (the keypoints used, our
+format), ``report.json`` (timings, penetration volume, settings) and ``manifest.json``.
+The folder is replaced as a unit (:class:`core.io.output_set.OutputFolder`): a kill leaves
+the old set or the new one, and a non-empty folder that we did not write is refused.
 Without ``--keypoints`` the hands are detected first (MediaPipe + lifting, see core.detect);
 ``--overlay PNG`` draws the meshes over the photo."""
 
@@ -55,12 +58,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.engine import Engine, ReconstructionSettings
+    """Check every input and output path, reconstruct, then replace the output set as a unit."""
+    from core.engine import Engine
     from core.io.images import load_image_rgb
-    from core.io.keypoints import KeypointFrame, load_keypoints, save_keypoints_json
-    from core.io.meshes import save_mesh
-    from core.types import Camera, HandMesh
+    from core.io.keypoints import load_keypoints
+    from core.io.output_set import OutputFolder
+    from core.types import Camera
 
+    settings = _settings(args)  # bad values fail before anything is read
+    out = OutputFolder(args.out, "--out")
+    overlay_name = _check_overlay(args.overlay, args.out)
     image = load_image_rgb(args.image)
     h, w = image.shape[:2]
     note = None
@@ -71,36 +78,76 @@ def run(args: argparse.Namespace) -> int:
     if camera is None:
         camera = Camera.default_for_image(w, h)
         note = "no camera in the keypoint file: default intrinsics (50 degree field of view) used"
-    settings = ReconstructionSettings(
+    engine = Engine(args.weights, device=args.device)
+    rec = engine.reconstruct(image, camera, keypoints, settings)
+    overlay = _overlay_image(image, camera, rec) if args.overlay is not None else None
+    _add_outputs(out, args, rec, camera, engine.mode, note, overlay, overlay_name)
+    written = out.commit()
+    if overlay is not None and overlay_name is None:
+        from core.io.images import save_image_rgb
+
+        written.append(save_image_rgb(args.overlay, overlay))
+    print(
+        f"{engine.mode}: {len(written)} files in {args.out} "
+        f"(penetration {rec.penetration_volume_cm3:.2f} cm^3, {rec.timings_s.get('total', 0):.2f} s)"
+    )
+    return 0
+
+
+def _settings(args: argparse.Namespace):
+    from core.engine import ReconstructionSettings
+
+    return ReconstructionSettings(
         resolution=args.resolution,
-        preview_resolution=min(64, args.resolution),
+        preview_resolution=min(64, args.resolution) if args.resolution >= 32 else args.resolution,
         device=args.device,
         use_refinement=not args.no_refinement,
         refinement_resolution=args.refinement_resolution,
         use_keypoint_refiner=args.refine_keypoints,
         half_precision=args.half,
     )
-    engine = Engine(args.weights, device=args.device)
-    rec = engine.reconstruct(image, camera, keypoints, settings)
 
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for side in ("left", "right"):
-        mesh: HandMesh | None = getattr(rec, side)
-        if mesh is not None:
-            written.append(save_mesh(out / f"{side}.{args.format}", mesh, args.format))
-    if rec.penetration_mesh is not None and not rec.penetration_mesh.is_empty:
-        written.append(save_mesh(out / f"penetration.{args.format}", rec.penetration_mesh, args.format))
-    written.append(
-        save_keypoints_json(
-            out / "keypoints.json", [KeypointFrame(rec.keypoints, image=str(args.image.resolve()))], camera
+
+def _check_overlay(overlay: Path | None, out: Path) -> str | None:
+    """Validate ``--overlay``; its name inside ``--out`` when it lies there (then it is part
+    of the output set), else None."""
+    if overlay is None:
+        return None
+    from core.io.output_set import OutputPathError, check_output_file
+
+    check_output_file(overlay, (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"), "--overlay")
+    if overlay.resolve().parent == out.resolve():
+        return overlay.name
+    if out.resolve() in overlay.resolve().parents:
+        raise OutputPathError(f"--overlay {overlay}: put it directly in --out {out} or outside it")
+    return None
+
+
+def _overlay_image(image, camera, rec):
+    from core.render.mesh_overlay import render_meshes_over_image
+
+    return render_meshes_over_image(image, camera, {"left": rec.left, "right": rec.right})
+
+
+def _add_outputs(out, args, rec, camera, mode: str, note, overlay, overlay_name) -> None:
+    """Register the meshes, keypoints, report (and overlay) of the output set."""
+    from core.io.keypoints import KeypointFrame, save_keypoints_json
+    from core.io.meshes import mesh_set_writers
+
+    for name, writer in mesh_set_writers(rec, args.format).items():
+        out.add(name, writer)
+    frame = KeypointFrame(rec.keypoints, image=str(args.image.resolve()))
+    out.add("keypoints.json", lambda path: save_keypoints_json(path, [frame], camera))
+    if overlay_name is not None:
+        from core.io.images import save_image_rgb
+
+        out.add(
+            overlay_name, lambda path: save_image_rgb(path, overlay, file_format=Path(overlay_name).suffix)
         )
-    )
     report = {
         "image": str(args.image),
         "keypoints_file": str(args.keypoints) if args.keypoints else "detected",
-        "mode": engine.mode,
+        "mode": mode,
         "resolution": rec.resolution,
         "penetration_volume_cm3": rec.penetration_volume_cm3,
         "timings_s": rec.timings_s,
@@ -114,22 +161,16 @@ def run(args: argparse.Namespace) -> int:
             if (m := getattr(rec, side)) is not None
         },
         "settings": {k: v for k, v in rec.settings.items() if k != "anchors_cam_m"},
-        "notes": ([note] if note else []) + list(rec.settings.get("notes", [])),
+        "notes": ([note] if note else [])
+        + list(rec.settings.get("notes", []))
+        + [f"the {side} hand's mesh is empty: no file written for it" for side in _empty_sides(rec)],
     }
-    if args.overlay is not None:
-        from core.io.images import save_image_rgb
-        from core.render.mesh_overlay import render_meshes_over_image
+    text = json.dumps(report, indent=1, default=str)
+    out.add("report.json", lambda path: path.write_text(text, encoding="utf-8"))
 
-        overlay = render_meshes_over_image(image, camera, {"left": rec.left, "right": rec.right})
-        save_image_rgb(args.overlay, overlay)
-        written.append(args.overlay)
-    (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
-    written.append(out / "report.json")
-    print(
-        f"{engine.mode}: {len(written)} files in {out} "
-        f"(penetration {rec.penetration_volume_cm3:.2f} cm^3, {rec.timings_s.get('total', 0):.2f} s)"
-    )
-    return 0
+
+def _empty_sides(rec) -> list[str]:
+    return [side for side in ("left", "right") if (m := getattr(rec, side)) is not None and m.is_empty]
 
 
 def _detect_keypoints(image, image_path: Path, camera_path: Path | None):

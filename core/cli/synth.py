@@ -52,19 +52,20 @@ def _write_one(job: tuple[int, Path, object]) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.preview is None and args.out is None:
         raise InputError("nothing to do: give --preview PNG and/or --out DIR")
+    from core.io.output_set import check_output_file
+
+    if args.preview is not None:
+        check_output_file(args.preview, (".png", ".jpg", ".jpeg"), "--preview")
     if args.count < 1:
         raise InputError("--count must be at least 1")
     if args.preview is not None:
-        import cv2
-
+        from core.io.images import save_image_rgb
         from core.synth.preview import contact_sheet
         from core.synth.samples import generate_sample
 
         cfg = _config(args, keep_meshes=True)
         samples = [generate_sample(args.seed + i, cfg) for i in range(args.count)]
-        args.preview.parent.mkdir(parents=True, exist_ok=True)
-        if not cv2.imwrite(str(args.preview), contact_sheet(samples)[..., ::-1]):
-            raise InputError(f"could not write {args.preview} (use a .png name in a writable folder)")
+        save_image_rgb(args.preview, contact_sheet(samples))
         print(f"wrote {args.preview} ({args.count} samples, seeds {args.seed}..{args.seed + args.count - 1})")
     if args.out is not None:
         cfg = _config(args, keep_meshes=args.meshes)

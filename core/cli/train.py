@@ -51,18 +51,23 @@ def _read_sections(path: Path) -> dict:
 
 
 def load_config(path: Path, network: str):
+    from core.io.keypoints import reading
     from core.training.recipes import TrainConfig
 
-    return TrainConfig.from_sections(_read_sections(path), network)
+    sections = _read_sections(path)
+    with reading(path, InputError):  # a value of the wrong type: our error naming the file
+        return TrainConfig.from_sections(sections, network)
 
 
 def run_encoder(args: argparse.Namespace) -> int:
+    from core.io.keypoints import reading
     from core.training.encoder_training import EncoderTrainConfig, train_encoder
 
     sections = _read_sections(args.config)
-    if "encoder" not in sections:
-        raise InputError(f"{args.config} has no 'encoder' section")
-    cfg = EncoderTrainConfig.from_dict(sections["encoder"], base_dir=args.config.resolve().parent)
+    if not isinstance(sections.get("encoder"), dict):
+        raise InputError(f"{args.config} has no 'encoder' section (an object)")
+    with reading(args.config, InputError):  # a value of the wrong type: our error naming the file
+        cfg = EncoderTrainConfig.from_dict(sections["encoder"], base_dir=args.config.resolve().parent)
     result = train_encoder(
         cfg,
         args.out,

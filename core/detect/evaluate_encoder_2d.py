@@ -25,6 +25,7 @@ from core.detect.encoder_hands import read_hands_in_crop
 from core.detect.evaluate_interhand import load_interhand_frames
 from core.engine.image_input import crop_for_keypoints
 from core.hand.joints import HAND_SIDES
+from core.io.atomic import write_text_atomic
 
 PCK_FRACTION = 0.05
 
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = evaluate(args.samples, encoder, detector)
     print(format_table(rows))
     if args.json:
-        args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2))
+        write_text_atomic(args.json, json.dumps([asdict(r) for r in rows], indent=2))
     return 0
 
 

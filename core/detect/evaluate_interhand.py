@@ -396,7 +396,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         report = refiner_report(rows, samples=args.samples, weights=weights,
                                 device=str(refiner.engine.device), retries=True, lifting=args.lifting)
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        from core.io.atomic import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps(report, indent=2))
     return 0
 
 

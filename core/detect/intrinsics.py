@@ -36,11 +36,20 @@ def camera_from_file(path: str | Path, width: int, height: int, capture: str | N
     """Intrinsics (and extrinsics, metres) for a ``width`` x ``height`` image from a file.
     For an InterHand2.6M camera file holding several cameras, the capture and camera are
     taken from the arguments, else looked up by ``image_name`` in a sibling ``*_data.json``."""
+    from core.io.keypoints import check_camera_values, reading
+
     path = Path(path)
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CameraFileError(f"cannot read camera file {path}: {exc}") from exc
+    except (OSError, ValueError, RecursionError) as exc:
+        raise CameraFileError(f"cannot read camera file {path}: {exc}") from None
+    with reading(path, CameraFileError):  # any malformed field: our error naming the file
+        camera = _camera_from_data(data, path, width, height, capture, camera_name, image_name)
+    check_camera_values(camera.K, camera.width, camera.height, f"camera file {path}", CameraFileError)
+    return camera
+
+
+def _camera_from_data(data, path: Path, width: int, height: int, capture, camera_name, image_name) -> Camera:
     if not isinstance(data, dict):
         raise CameraFileError(f"camera file {path} must hold a JSON object")
     if isinstance(data.get("camera"), dict) and "K" in data["camera"]:
@@ -118,7 +127,8 @@ def camera_from_exif(image_path: str | Path, width: int, height: int) -> Camera 
         with Image.open(image_path) as im:
             exif = im.getexif()
             sub = exif.get_ifd(0x8769)  # Exif IFD holds the focal lengths
-    except (OSError, ValueError):
+            turned = exif.get(0x0112, 1) in (5, 6, 7, 8)  # shown turned by 90 degrees
+    except (OSError, ValueError, TypeError):
         return None
     f35 = _positive(sub.get(0xA405))  # FocalLengthIn35mmFilm
     f_px = None
@@ -133,7 +143,8 @@ def camera_from_exif(image_path: str | Path, width: int, height: int) -> Camera 
         # The focal-plane resolution refers to the camera's own pixel grid; without the
         # width it refers to (resized photos often drop it) the focal length is unusable.
         if f_mm and x_res and mm_per_unit and orig_w:
-            f_px = f_mm * x_res / mm_per_unit * width / orig_w
+            stored_width = height if turned else width  # PixelXDimension is of the stored pixels
+            f_px = f_mm * x_res / mm_per_unit * stored_width / orig_w
     if not f_px or not np.isfinite(f_px):
         return None
     K = np.array([[f_px, 0.0, width / 2], [0.0, f_px, height / 2], [0.0, 0.0, 1.0]])

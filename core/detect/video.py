@@ -41,6 +41,8 @@ class VideoReader:
         self.fps = fps if np.isfinite(fps) and fps > 0 else 30.0
         self.frame_count = max(int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
         self._next_index = 0  # index of the frame the next sequential read returns
+        # Set when the stream ends before the frame count of its header (a truncated file).
+        self.truncated_at: int | None = None
 
     def close(self) -> None:
         if self._cap is not None:
@@ -64,12 +66,28 @@ class VideoReader:
     def time_of(self, index: int) -> float:
         return index / self.fps
 
+    @property
+    def truncation_warning(self) -> str | None:
+        """A user-facing line when the file ended before its declared frame count."""
+        if self.truncated_at is None:
+            return None
+        return (
+            f"warning: {self.path.name} is truncated: its header declares {self.frame_count} frames "
+            f"but only {self.truncated_at} could be decoded"
+        )
+
+    def _ended(self) -> None:
+        if self.frame_count and self._next_index < self.frame_count:
+            self.truncated_at = self._next_index
+
     def step(self) -> np.ndarray | None:
-        """The next frame (RGB), or ``None`` at the end."""
+        """The next frame (RGB), or ``None`` at the end (:attr:`truncated_at` is set when the
+        end comes before the declared frame count)."""
         if self._cap is None:
             raise VideoError("video is closed")
         ok, bgr = self._cap.read()
         if not ok or bgr is None:
+            self._ended()
             return None
         self._next_index += 1
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -104,6 +122,7 @@ class VideoReader:
         while max_frames is None or produced < max_frames:
             while self._next_index < index:
                 if not self._cap.grab():
+                    self._ended()
                     return
                 self._next_index += 1
             frame = self.step()

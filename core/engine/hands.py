@@ -22,6 +22,7 @@ from core.geometry.canonical import (
     validate_hand_keypoints,
 )
 from core.hand.joints import MANO_WRIST
+from core.hand.limits import check_hand_size
 from core.models.init_occ import HandInputs
 from core.types import TwoHandKeypoints
 
@@ -75,11 +76,12 @@ class HandFrame:
 
 def hand_frames(keypoints: TwoHandKeypoints) -> dict[str, HandFrame]:
     """Validate and canonicalise every present hand. Raises :class:`KeypointError` for
-    NaN/inf or collapsed keypoints, points behind the camera, or no hand at all."""
+    NaN/inf, collapsed or implausibly sized keypoints, points behind the camera, or no hand."""
     frames = {}
     for side in keypoints.present_sides():
         joints = np.asarray(keypoints.hand(side), dtype=np.float64)
         validate_hand_keypoints(joints, side)
+        check_hand_size(joints, side)  # before any grid: a hand in millimetres would need terabytes
         if np.any(joints[:, 2] <= 0):
             raise KeypointError(
                 f"{side} hand keypoints must lie in front of the camera (z > 0 in metres); "

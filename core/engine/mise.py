@@ -68,6 +68,39 @@ class DenseGrid:
         )
 
 
+def available_memory_bytes() -> int | None:
+    """MemAvailable of /proc/meminfo (None where there is none)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def grid_memory_bytes(resolution: int) -> int:
+    """Upper estimate of one grid's memory: the level flags (3 booleans per cell of every
+    coarser level), the dense float32 values over the finest lattice, and the known values
+    (int64 index + float32) of about a fifth of the lattice."""
+    flags = sum(3 * (resolution // 2**k) ** 3 for k in range(1, 12) if resolution // 2**k >= 1)
+    lattice = (resolution + 1) ** 3
+    return int(flags + 4 * lattice + 12 * lattice / 5)
+
+
+def check_grid_memory(resolution: int) -> None:
+    """Refuse a grid whose estimate exceeds the memory available now (before allocating)."""
+    from core.errors import LimitError
+
+    need, free = grid_memory_bytes(resolution), available_memory_bytes()
+    if free is not None and need > free:
+        raise LimitError(
+            f"a {resolution}^3 grid needs about {need / 2**30:.1f} GiB but only {free / 2**30:.1f} GiB "
+            "of memory is available; choose a lower resolution"
+        )
+
+
 class MultiResolutionGrid:
     """Octree refinement state for one field.
 
@@ -92,6 +125,7 @@ class MultiResolutionGrid:
         self.threshold = float(threshold)
         self.box_size = float(box_size)
         self.resolution = self.resolution0 * 2**self.depth
+        check_grid_memory(self.resolution)
         self._lattice_size = self.resolution + 1
         self._skip_outside = skip_outside
         self._prior = prior

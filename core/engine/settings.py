@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, replace
 
 from core.errors import InputError
 
 DEVICES = ("auto", "cpu", "cuda")
+MAX_RESOLUTION = 512  # per axis; 1024 would need gigabytes per hand and many minutes
+_BOOLS = ("use_keypoint_refiner", "use_refinement", "half_precision", "penetration")
+_INTS = ("resolution", "preview_resolution", "mise_resolution0", "anchor_resolution", "num_anchors",
+         "anchor_seed", "refinement_resolution", "points_per_batch")  # fmt: skip
+_FLOATS = ("threshold_init", "threshold_ref", "box_padding", "skip_margin_m", "penetration_spacing_m")
+# (low, high) inclusive bounds of the plain numbers; NaN fails every comparison.
+_RANGES = {
+    "box_padding": (0.0, 1.0),
+    "skip_margin_m": (1e-3, 1.0),
+    "penetration_spacing_m": (1e-4, 1e-2),
+    "num_anchors": (1, 100_000),
+    "points_per_batch": (1, 1 << 24),
+    "anchor_seed": (0, 2**32 - 1),
+}
 
 
 class SettingsError(InputError):
@@ -53,7 +68,10 @@ class ReconstructionSettings:
     penetration_spacing_m: float = 1e-3
 
     def __post_init__(self):
+        _check_types(self)
         lattices = ("resolution", "preview_resolution", "anchor_resolution", "refinement_resolution")
+        if not 2 <= self.mise_resolution0 <= 256:
+            raise SettingsError(f"mise_resolution0 must lie in 2..256, got {self.mise_resolution0}")
         for name in lattices:
             value = getattr(self, name)
             if value is None:  # refinement_resolution only: off
@@ -64,13 +82,17 @@ class ReconstructionSettings:
                     f"{name} must be {self.mise_resolution0} times a power of two "
                     f"(e.g. 64, 128, 256), got {value}"
                 )
+            if value > MAX_RESOLUTION:
+                raise SettingsError(
+                    f"{name} {value} is above the limit of {MAX_RESOLUTION} per axis (memory and time "
+                    f"grow with its cube; 256 is the reference's choice)"
+                )
         if self.device not in DEVICES:
             raise SettingsError(f"device must be one of {DEVICES}, got {self.device!r}")
         for name in ("threshold_init", "threshold_ref"):
             if not 0.0 < getattr(self, name) < 1.0:
                 raise SettingsError(f"{name} must lie strictly between 0 and 1")
-        if self.box_padding < 0 or self.num_anchors < 1 or self.points_per_batch < 1:
-            raise SettingsError("box_padding must be >= 0; num_anchors and points_per_batch >= 1")
+        _check_ranges(self)
 
     @property
     def box_size(self) -> float:
@@ -84,3 +106,31 @@ class ReconstructionSettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _check_types(settings: ReconstructionSettings) -> None:
+    """Each field has its type (a bool is not an int here; None only where it means off)."""
+    for name in _BOOLS:
+        if not isinstance(getattr(settings, name), bool):
+            raise SettingsError(f"{name} must be true or false, got {getattr(settings, name)!r}")
+    for name in _INTS:
+        value = getattr(settings, name)
+        if value is None and name == "refinement_resolution":
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise SettingsError(f"{name} must be a whole number, got {value!r}")
+    for name in _FLOATS:
+        value = getattr(settings, name)
+        if value is None and name == "skip_margin_m":
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise SettingsError(f"{name} must be a finite number, got {value!r}")
+    if not isinstance(settings.device, str):
+        raise SettingsError(f"device must be one of {DEVICES}, got {settings.device!r}")
+
+
+def _check_ranges(settings: ReconstructionSettings) -> None:
+    for name, (low, high) in _RANGES.items():
+        value = getattr(settings, name)
+        if value is not None and not low <= value <= high:
+            raise SettingsError(f"{name} must lie in [{low:g}, {high:g}], got {value!r}")

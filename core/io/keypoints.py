@@ -37,6 +37,7 @@ what is wrong.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,8 +122,12 @@ def _hand_to_json(joints: np.ndarray | None) -> list | None:
     return j.tolist()
 
 
-def save_keypoints_json(path: str | Path, frames: list[KeypointFrame], camera: Camera | None) -> Path:
-    """Write ``frames`` (and the camera, which may be None) in our JSON format, atomically."""
+def save_keypoints_json(
+    path: str | Path, frames: list[KeypointFrame], camera: Camera | None, *, extra: dict | None = None
+) -> Path:
+    """Write ``frames`` (and the camera, which may be None) in our JSON format, atomically.
+    ``extra``: further top-level entries (e.g. a video's declared and decoded frame counts),
+    which readers ignore."""
     path = Path(path)
     doc = {
         "format": FORMAT_NAME,
@@ -132,6 +137,7 @@ def save_keypoints_json(path: str | Path, frames: list[KeypointFrame], camera: C
         "joint_order": "mano",
         "camera": camera_to_json(camera),
         "frames": [],
+        **(extra or {}),
     }
     for frame in frames:
         entry = {
@@ -153,6 +159,10 @@ def _read_json(path: Path) -> object:
         raise KeypointFileError(f"keypoint file not found: {path}") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise KeypointFileError(f"{path} is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise KeypointFileError(f"{path} is not valid JSON: nested too deeply") from None
+    except IsADirectoryError:
+        raise KeypointFileError(f"{path} is a folder, not a keypoint file") from None
 
 
 def camera_from_json(obj, where: str, error: type[InputError] = KeypointFileError) -> Camera | None:
@@ -161,16 +171,39 @@ def camera_from_json(obj, where: str, error: type[InputError] = KeypointFileErro
         return None
     try:
         K = np.asarray(obj["K"], dtype=np.float64)
-        width, height = int(obj["width"]), int(obj["height"])
-    except (KeyError, TypeError, ValueError) as exc:
+        width, height = obj["width"], obj["height"]
+        if isinstance(width, bool) or isinstance(height, bool) or not float(width).is_integer() \
+                or not float(height).is_integer():
+            raise ValueError(f"width and height must be whole numbers, got {width!r} x {height!r}")
+        check_camera_values(K, width, height, where, error)
+        width, height = int(width), int(height)
+    except InputError:
+        raise
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise error(f"{where}: camera needs 'K' (3x3), 'width' and 'height' ({exc})") from exc
-    if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise error(
-            f"{where}: camera 'K' must be a finite 3x3 matrix with positive focal lengths"
-        )
-    if width <= 0 or height <= 0:
-        raise error(f"{where}: camera width and height must be positive")
+    check_camera_values(K, width, height, where, error)
     return Camera(K=K, width=width, height=height)
+
+
+MAX_CAMERA_SIDE_PX = 100_000
+
+
+def check_camera_values(K, width, height, where: str, error: type[InputError] = KeypointFileError) -> None:
+    """The camera schema: K a finite 3x3 pinhole matrix (positive focal lengths, last row
+    0 0 1), width and height whole numbers in 1..:data:`MAX_CAMERA_SIDE_PX`."""
+    K = np.asarray(K, dtype=np.float64)
+    if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise error(f"{where}: camera 'K' must be a finite 3x3 matrix with positive focal lengths")
+    if not np.allclose(K[2], [0.0, 0.0, 1.0]) or K[1, 0] != 0:
+        raise error(
+            f"{where}: camera 'K' must be a pinhole matrix with last row [0, 0, 1], got {K[2].tolist()}"
+        )
+    for name, value in (("width", width), ("height", height)):
+        if isinstance(value, bool) or not float(value).is_integer() or not 1 <= value <= MAX_CAMERA_SIDE_PX:
+            raise error(
+                f"{where}: camera {name} must be a whole number of pixels in 1..{MAX_CAMERA_SIDE_PX}, "
+                f"got {value!r}"
+            )
 
 
 def _parse_hand(obj, where: str, scale: float, order: str) -> np.ndarray | None:
@@ -191,7 +224,22 @@ def _parse_hand(obj, where: str, scale: float, order: str) -> np.ndarray | None:
 def load_keypoints_json(path: str | Path) -> KeypointFile:
     """Read our JSON format (any version up to :data:`FORMAT_VERSION`)."""
     path = Path(path)
-    return _parse_keypoint_doc(_read_json(path), path)
+    with reading(path):
+        return _parse_keypoint_doc(_read_json(path), path)
+
+
+@contextmanager
+def reading(path: Path, error: type[InputError] = KeypointFileError):
+    """Whatever a malformed file makes the parser raise becomes ``error`` naming the file
+    (the explicit checks name the field; this is the net below them)."""
+    try:
+        yield
+    except InputError:
+        raise
+    except OSError as exc:
+        raise error(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, RecursionError, ArithmeticError) as exc:  # noqa: E501
+        raise error(f"{path}: malformed content ({type(exc).__name__}: {exc})") from None
 
 
 def _parse_keypoint_doc(doc: object, path: Path) -> KeypointFile:
@@ -203,7 +251,7 @@ def _parse_keypoint_doc(doc: object, path: Path) -> KeypointFile:
             f"{path}: unsupported version {version!r} (this program reads 1..{FORMAT_VERSION})"
         )
     units = doc.get("units", "m")
-    if units not in _UNIT_SCALE_TO_M:
+    if not isinstance(units, str) or units not in _UNIT_SCALE_TO_M:
         raise KeypointFileError(f"{path}: unknown units {units!r}; use one of {sorted(_UNIT_SCALE_TO_M)}")
     if doc.get("frame", "camera") != "camera":
         raise KeypointFileError(
@@ -226,7 +274,9 @@ def _parse_keypoint_doc(doc: object, path: Path) -> KeypointFile:
         visibility = None
         if entry.get("visibility") is not None:
             visibility = {}
-            for s, v in dict(entry["visibility"]).items():
+            if not isinstance(entry["visibility"], dict):
+                raise KeypointFileError(f"{where}: 'visibility' must be an object with 'left'/'right'")
+            for s, v in entry["visibility"].items():
                 arr = np.asarray(v, dtype=bool)
                 if s not in SIDES or arr.shape != (NUM_JOINTS,):
                     raise KeypointFileError(
@@ -385,7 +435,10 @@ def load_interhand_keypoints(path: str | Path, image_path: str | Path) -> tuple[
         sl = INTERHAND_HAND_SLICES[side]
         ok = bool(valid[sl].all()) and np.all(np.isfinite(cam_m[sl]))
         hands[side] = np.asarray(convert_joints(cam_m[sl], "interhand", "mano")) if ok else None
+    if focal.shape != (2,) or princpt.shape != (2,):
+        raise KeypointFileError(f"{files['camera']}: focal and princpt of camera {cam} need 2 numbers each")
     K = np.array([[focal[0], 0.0, princpt[0]], [0.0, focal[1], princpt[1]], [0.0, 0.0, 1.0]])
+    check_camera_values(K, width, height, f"{files['camera']} camera {cam}")
     return TwoHandKeypoints(**hands), Camera(K=K, width=width, height=height)
 
 
@@ -400,6 +453,11 @@ def load_keypoints(
     Returns the keypoints (camera frame, metres, ``mano`` order) and the camera when the
     file has one (our JSON: may be None; .ply pairs: None; InterHand2.6M: always)."""
     p = Path(path)
+    with reading(p):
+        return _load_any_keypoints(p, image_path)
+
+
+def _load_any_keypoints(p: Path, image_path) -> tuple[TwoHandKeypoints, Camera | None]:
     if p.is_dir():
         return load_interhand_keypoints(p, image_path)
     if p.suffix.lower() == ".ply" or not p.suffix:

@@ -63,6 +63,19 @@ def _numpy_scalar_globals() -> list:
     return allowed
 
 
+def _first_reason(exc: BaseException) -> str:
+    """torch's first line of the error, without its advice to turn ``weights_only`` off
+    (which would run whatever code the file holds)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    keep = [
+        line
+        for line in lines
+        if "weights_only" not in line and "trust" not in line.lower() and "docs" not in line.lower()
+    ]
+    text = (keep[0] if keep else type(exc).__name__).rstrip(".")
+    return text[:200]
+
+
 def load_torch_checkpoint(path: str | Path) -> dict:
     """``torch.load`` with ``weights_only=True`` on the CPU, allow-listing numpy scalars.
 
@@ -75,7 +88,10 @@ def load_torch_checkpoint(path: str | Path) -> dict:
         with torch.serialization.safe_globals(_numpy_scalar_globals()):
             data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types
-        raise CheckpointError(f"cannot read {path} as a weights-only torch checkpoint: {exc}") from exc
+        raise CheckpointError(
+            f"cannot read {path.name} as a weights-only torch checkpoint: {_first_reason(exc)}. "
+            "Files that need code to load are refused; nothing in them was run"
+        ) from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} does not hold a dict of tensors (got {type(data).__name__})")
     return data

@@ -22,6 +22,8 @@ from scipy.spatial.transform import Rotation
 
 from core.geometry.canonical import canon_norm_to_posed_m, canonicalize_hand, posed_m_to_canon_norm
 from core.hand.joints import HAND_SIDES
+from core.io.atomic import atomic_path
+from core.io.images import save_image_rgb
 from core.synth import render as rd
 from core.synth.hand_model import HandFrame, HandModel
 from core.synth.noise import KeypointNoise, perturb_keypoints
@@ -311,7 +313,7 @@ def save_sample(sample: SynthSample, directory: str | Path, stem: str | None = N
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     stem = stem or f"{sample.seed:08d}"
-    cv2.imwrite(str(directory / f"{stem}.png"), sample.image[..., ::-1])
+    save_image_rgb(directory / f"{stem}.png", sample.image)  # before the npz: an npz means a complete sample
     arrays = {
         "seed": np.int64(sample.seed),
         "camera_K": sample.camera.K.astype(np.float64),
@@ -337,7 +339,8 @@ def save_sample(sample: SynthSample, directory: str | Path, stem: str | None = N
         if sample.meshes is not None:
             arrays |= {f"verts_{s}": sample.meshes[s].vertices, f"faces_{s}": sample.meshes[s].faces}
     path = directory / f"{stem}.npz"
-    np.savez_compressed(path, **arrays)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: numpy adds no suffix
+        np.savez_compressed(f, **arrays)
     return path
 
 
@@ -345,7 +348,7 @@ def load_sample(npz_path: str | Path) -> SynthSample:
     """Inverse of :func:`save_sample` (reads the PNG next to the npz)."""
     npz_path = Path(npz_path)
     image = cv2.imread(str(npz_path.with_suffix(".png")), cv2.IMREAD_COLOR)[..., ::-1].copy()
-    with np.load(npz_path) as z:
+    with np.load(npz_path, allow_pickle=False) as z:
         w, h = (int(x) for x in z["image_size"])
         has_mesh = "verts_left" in z.files
         return SynthSample(

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from core.io.atomic import write_text_atomic
 
 
 def state_fingerprint(net: nn.Module, include: Callable[[str], bool]) -> str:
@@ -27,11 +28,15 @@ def state_fingerprint(net: nn.Module, include: Callable[[str], bool]) -> str:
 
 def read_meta(path: Path) -> dict | None:
     """The metadata at ``path``, or None when there is none (no cache, or an incomplete one)."""
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # damaged: treated as no cache, which is rebuilt
+        return None
+    return meta if isinstance(meta, dict) else None
 
 
 def write_meta(path: Path, meta: dict) -> None:
     """Write ``meta`` as JSON at ``path`` atomically (a temporary file, then a rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(meta, indent=1))

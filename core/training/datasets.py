@@ -23,7 +23,7 @@ Sources: :class:`SynthFolderDataset` (samples written by ``python main.py synth 
 
 from __future__ import annotations
 
-import pickle
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,7 +214,7 @@ class SynthFolderDataset(_Addressed):
         items need (meshes and image are the slow parts of a sample file)."""
         path = self.files[index]
         need_image = self.spec.needs_image
-        with np.load(path) as z:
+        with np.load(path, allow_pickle=False) as z:
             w, h = (int(x) for x in z["image_size"])
             meshes = None
             if self.spec.num_anchors > 0 and "verts_left" in z.files:
@@ -291,10 +291,25 @@ def _read_obj_vertices(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(verts, np.float64), np.asarray(faces, np.int64)
 
 
+def _read_annotation(path: Path) -> dict:
+    """One InterHand2.6M annotation (JSON; the reference's pickles are never read)."""
+    try:
+        anno = json.loads(path.read_text(encoding="utf-8"))
+        cam, image = anno["camera"], anno["image"]
+        for key in ("R", "t", "camera"):
+            np.asarray(cam[key], np.float64)
+        str(image["capture"]), str(image["frame_idx"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(
+            f"{path}: not an annotation with camera.R/t/camera and image.capture/frame_idx ({exc})"
+        ) from None
+    return anno
+
+
 class InterHandDataset(_Addressed):
     """InterHand2.6M preprocessed as the reference does (official_code.md §E.3):
 
-    ``{img_root}/{split}/img/{idx}.jpg``, ``anno/{idx}.pkl`` (``camera`` {``R``, ``t``,
+    ``{img_root}/{split}/img/{idx}.jpg``, ``anno/{idx}.json`` (``camera`` {``R``, ``t``,
     ``camera`` = crop K}, ``image`` {``capture``, ``frame_idx``}), keypoints in
     ``pred_joints/%07d_{side}.ply`` (world metres; ground truth or detections), anchor meshes
     in ``pred_shapes/%07d_{side}.obj`` (mm, R only), and per hand
@@ -308,9 +323,18 @@ class InterHandDataset(_Addressed):
         for d in (self.img_dir / "img", self.img_dir / "anno", self.occ_dir / "points"):
             if not d.is_dir():
                 raise DatasetError(f"InterHand2.6M folder missing: {d} (see official_code.md §E.3 layout)")
-        self.length = len(list((self.img_dir / "anno").glob("*.pkl")))
+        self.length = len(list((self.img_dir / "anno").glob("*.json")))
         if self.length == 0:
-            raise DatasetError(f"{self.img_dir / 'anno'} holds no annotation files")
+            pickled = any((self.img_dir / "anno").glob("*.pkl"))
+            raise DatasetError(
+                f"{self.img_dir / 'anno'} holds no annotation files (*.json)"
+                + (
+                    "; its *.pkl files are not read (unpickling can run code): convert them to JSON "
+                    "with the same keys first"
+                    if pickled
+                    else ""
+                )
+            )
         self.spec = spec or ItemSpec()
         if self.spec.renoise:
             raise DatasetError("renoise draws synthetic keypoint noise; InterHand2.6M items use pred_joints")
@@ -325,8 +349,7 @@ class InterHandDataset(_Addressed):
     def __getitem__(self, key) -> dict[str, torch.Tensor]:
         index, draw = self._split(key)
         rng = item_rng(self.spec, index, draw)
-        with open(self.img_dir / "anno" / f"{index}.pkl", "rb") as f:
-            anno = pickle.load(f)  # noqa: S301 -- the reference's own annotation format
+        anno = _read_annotation(self.img_dir / "anno" / f"{index}.json")
         image = cv2.imread(str(self.img_dir / "img" / f"{index}.jpg"), cv2.IMREAD_COLOR)
         if image is None:
             raise DatasetError(f"cannot read image {index}.jpg in {self.img_dir / 'img'}")
@@ -345,7 +368,7 @@ class InterHandDataset(_Addressed):
         name = f"{anno['image']['capture']}_{anno['image']['frame_idx']}"
         for s in HAND_SIDES:
             joints, noisy = joints_all[s], noisy_all[s]
-            with np.load(self.occ_dir / "points" / f"{name}_{s}.npz") as z:
+            with np.load(self.occ_dir / "points" / f"{name}_{s}.npz", allow_pickle=False) as z:
                 pts = z["points"].astype(np.float32)
                 pts = pts + 1e-4 * rng.standard_normal(pts.shape).astype(np.float32)  # as the reference
                 occ = np.unpackbits(z["occupancies"])[: len(pts)].astype(np.float32)
@@ -371,6 +394,8 @@ def dataset_from_spec(data: dict, spec: ItemSpec) -> torch.utils.data.Dataset:
     ``{"kind": "synth_folder", "path": DIR, "limit": N?}``,
     ``{"kind": "synth", "first_seed": S, "count": N, "points": P?}`` or
     ``{"kind": "interhand", "img_root": DIR, "occ_root": DIR, "split": "train"}``."""
+    if not isinstance(data, dict):
+        raise DatasetError(f"the config's 'data' block must be an object with a 'kind', got {data!r}")
     kind = data.get("kind")
     if kind == "synth_folder":
         return SynthFolderDataset(data["path"], spec, data.get("limit"))

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from core.checkpoints import load_checkpoint, read_checkpoint_info
 from core.errors import InputError
 from core.hand.joints import HAND_SIDES
+from core.io.atomic import write_text_atomic
 from core.models.config import EncoderConfig
 from core.models.heatmap_readout import heatmap_peaks
 from core.models.image_encoder import build_image_encoder, normalize_image
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(scores.table())
     if args.json:
-        args.json.write_text(json.dumps(asdict(scores) | {"mask_iou": scores.mask_iou}, indent=2))
+        write_text_atomic(args.json, json.dumps(asdict(scores) | {"mask_iou": scores.mask_iou}, indent=2))
     return 0
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ import torch.nn.functional as F
 
 from core.checkpoints import load_checkpoint, save_checkpoint
 from core.errors import InputError
+from core.io.atomic import atomic_path
 from core.models.config import EncoderConfig
 from core.models.image_encoder import ImageEncoding, PretrainedTrunkEncoder, normalize_image
 from core.synth.samples import load_sample
@@ -142,16 +142,10 @@ def cached_item(npz_path: Path, cache_dir: Path | None) -> EncoderSample:
             return EncoderSample(z["image"], z["joints_uv"], z["labels"], z["dense"].astype(np.float32))
     item = encoder_sample(load_sample(npz_path))
     if cache is not None:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez(
-            tmp,
-            image=item.image,
-            joints_uv=item.joints_uv,
-            labels=item.labels,
-            dense=item.dense.astype(np.float16),
-        )
-        os.replace(tmp, cache)
+        arrays = {"image": item.image, "joints_uv": item.joints_uv, "labels": item.labels}
+        arrays["dense"] = item.dense.astype(np.float16)
+        with atomic_path(cache) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
     return item
 
 
@@ -276,9 +270,8 @@ def _save_state(path: Path, encoder, opt, iteration: int, seconds: float) -> Non
         "seconds": seconds,
         "rng": rng_state(),
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def _export(

@@ -146,7 +146,7 @@ class FeatureCache:
                 f"the feature cache in {self.folder} was made with other encoder weights; "
                 "delete it to rebuild"
             )
-        self.maps = np.load(self.folder / FEATURES_FILE, mmap_mode="r")
+        self.maps = np.load(self.folder / FEATURES_FILE, mmap_mode="r", allow_pickle=False)
 
     def __len__(self) -> int:
         return len(self.maps)

@@ -274,7 +274,9 @@ class RefCache:
             )
         self.meta = meta
         self.filled = int(meta["filled"])
-        self.arrays = {name: np.load(self.folder / f"{name}.npy", mmap_mode="r") for name in ARRAYS}
+        self.arrays = {
+            name: np.load(self.folder / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in ARRAYS
+        }
 
     def __len__(self) -> int:
         return self.filled

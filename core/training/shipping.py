@@ -20,12 +20,13 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from core.checkpoints import FORMAT_NAME, FORMAT_VERSION, check_state_dict, read_checkpoint_info
-from core.errors import CheckpointError
+from core.checkpoints import FORMAT_NAME, FORMAT_VERSION, OUR_SUFFIX, check_state_dict, read_checkpoint_info
+from core.errors import CheckpointError, InputError
+from core.io.atomic import atomic_path
 from core.training.netconfigs import build_network
 
 ENCODER_FILE = "encoder.safetensors"
@@ -75,11 +76,13 @@ def pack_weights(sources: dict[str, Path], out_dir: str | Path, extra_metadata: 
             shared[prefix] = ENCODER_FILE
         metadata = {**info.metadata, **extra, **({"shared": shared} if shared else {})}
         path = out_dir / PACKED_FILES[network]
-        save_file(_half(state), str(path), metadata=_header(network, info.config, metadata))
+        with atomic_path(path) as tmp:
+            save_file(_half(state), str(tmp), metadata=_header(network, info.config, metadata))
         written[path.name] = path.stat().st_size
     if encoder_state is not None:
         path = out_dir / ENCODER_FILE
-        save_file(_half(encoder_state), str(path), metadata=_header("shared_image_encoder", None, extra))
+        with atomic_path(path) as tmp:
+            save_file(_half(encoder_state), str(tmp), metadata=_header("shared_image_encoder", None, extra))
         written[path.name] = path.stat().st_size
     return written
 
@@ -89,17 +92,38 @@ def _file_metadata(path: Path) -> dict:
         return json.loads((f.metadata() or {}).get("metadata", "{}"))
 
 
+def confined_shared_path(path: Path, name: str) -> Path:
+    """The file a header's ``shared`` entry names, which must be a plain ``.safetensors``
+    file name in the same folder (no folders, no ``..``, not absolute). Links placed in
+    the folder by its owner are followed, as for the file itself."""
+    if Path(name).name != name or name in ("", ".", "..") or "\\" in name or not name.endswith(OUR_SUFFIX):
+        raise CheckpointError(
+            f"{path.name}: header field 'metadata.shared' names {name!r}, which is not a "
+            f"{OUR_SUFFIX} file beside it; refused"
+        )
+    return path.parent / name
+
+
 def load_packed_network(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """A network (eval mode, float32) from a shipped file, shared tensors included."""
     path = Path(path)
     info = read_checkpoint_info(path)
-    net = build_network(info.network, info.config)
-    state = load_file(str(path))
+    try:
+        net = build_network(info.network, info.config)
+        state = load_file(str(path))
+    except InputError as exc:
+        raise CheckpointError(f"{path.name}: {exc}") from None
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"cannot read tensors of {path.name}: {exc}") from None
     for prefix, name in info.metadata.get("shared", {}).items():
-        shared_path = path.parent / name
+        shared_path = confined_shared_path(path, name)
         if not shared_path.is_file():
             raise CheckpointError(f"{path.name} needs {name} next to it (its shared tensors)")
-        state.update({prefix + k: v for k, v in load_file(str(shared_path)).items()})
+        try:
+            shared_state = load_file(str(shared_path))
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"cannot read tensors of {name} (shared by {path.name}): {exc}") from None
+        state.update({prefix + k: v for k, v in shared_state.items()})
     expected = net.state_dict()
     check_state_dict(state, expected, what=f"{path.name} does not fit network {info.network}")
     net.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)

@@ -32,6 +32,7 @@ from torch import nn
 
 from core.checkpoints import OUR_SUFFIX
 from core.engine.backends import resolve_device
+from core.io.atomic import atomic_path
 from core.models.halo_base import load_torch_checkpoint
 from core.training.datasets import dataset_from_spec
 from core.training.recipes import Recipe, TrainConfig, describe, make_recipe
@@ -207,7 +208,13 @@ class TrainResult:
 
 
 def _save_checkpoint(path: Path, net, opt, sched, iteration: int, cfg: TrainConfig, seconds: float) -> None:
-    tmp = path.with_suffix(".tmp")
+    with atomic_path(path) as tmp:
+        _save_training_state(tmp, net, opt, sched, iteration, cfg, seconds)
+
+
+def _save_training_state(
+    tmp: Path, net, opt, sched, iteration: int, cfg: TrainConfig, seconds: float
+) -> None:
     torch.save(
         {
             "model": net.state_dict(),
@@ -220,7 +227,6 @@ def _save_checkpoint(path: Path, net, opt, sched, iteration: int, cfg: TrainConf
         },
         tmp,
     )
-    os.replace(tmp, path)
 
 
 def train(
