@@ -203,7 +203,8 @@ def test_init_from_an_earlier_k_fine_tunes_all_of_its_weights(data_dir, tmp_path
 
 def test_our_k_trains_with_the_undirected_graph_and_fine_tuning_keeps_the_graph(data_dir, tmp_path):
     from core.checkpoints import save_checkpoint
-    from core.training.netconfigs import TrainConfigError, load_network
+    from core.models.registry import load_network
+    from core.training.netconfigs import TrainConfigError
 
     recipe, net = _recipe(data_dir, tmp_path, dropout=0.0)
     assert recipe.cfg.kpts_graph == "undirected" and net.cfg.undirected_graph

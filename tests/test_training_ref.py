@@ -31,7 +31,7 @@ SPEC = rc.RefCacheSpec(points_per_hand=64, contact_fraction=0.25, anchor_resolut
 
 @pytest.fixture(scope="module")
 def shipped_ref():
-    from core.training.shipping import load_weights_folder
+    from core.models.registry import load_weights_folder
 
     if not (SHIPPED_WEIGHTS_DIR / "ref_occ.safetensors").is_file():
         pytest.skip("no shipped weights")

@@ -51,7 +51,7 @@ def parse_data(spec: str) -> tuple[str, dict]:
 def engines(weights: Path | None, device: str):
     from core.engine.backends import SHIPPED_WEIGHTS_DIR, resolve_device
     from core.engine.engine import Engine
-    from core.training.shipping import load_weights_folder
+    from core.models.registry import load_weights_folder
 
     folder = weights or SHIPPED_WEIGHTS_DIR
     if not folder.is_dir():

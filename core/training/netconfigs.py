@@ -1,23 +1,14 @@
-"""Network configurations of our trainings and building / loading networks from the
-config stored in our checkpoint headers (no training or engine imports: the engine can use
-this module to load our weights)."""
+"""Network configurations of our trainings (building and loading networks from a stored
+config: :mod:`core.models.registry`)."""
 
 from __future__ import annotations
 
 import dataclasses
-import typing
-from pathlib import Path
 
-import torch
-from torch import nn
-
-from core.checkpoints import load_checkpoint, read_checkpoint_info
 from core.errors import InputError
-from core.models.config import HALO_BASE_DECODER, EncoderConfig, InitOccConfig
-from core.models.halo_base import HaloBaseNet
-from core.models.init_occ import InitOccNet
-from core.models.kpts_ref import KeypointRefiner, KptsRefConfig
-from core.models.ref_occ import RefOccConfig, RefOccNet
+from core.models.config import EncoderConfig, InitOccConfig
+from core.models.kpts_ref import KptsRefConfig
+from core.models.ref_occ import RefOccConfig
 
 
 class TrainConfigError(InputError):
@@ -47,48 +38,3 @@ def kpts_ref_config(
         encoder=EncoderConfig(backbone=backbone), image_feature_dim=64, undirected_graph=undirected_graph
     )
     return cfg if dropout is None else dataclasses.replace(cfg, dropout=float(dropout))
-
-
-def _from_dict(cls, data):
-    """A (nested, frozen) config dataclass from its ``dataclasses.asdict`` JSON form."""
-    if not dataclasses.is_dataclass(cls):
-        return data
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
-            continue
-        value, hint = data[f.name], hints[f.name]
-        if dataclasses.is_dataclass(hint):
-            value = _from_dict(hint, value)
-        elif typing.get_origin(hint) is tuple and isinstance(value, list):
-            value = tuple(value)
-        kwargs[f.name] = value
-    return cls(**kwargs)
-
-
-CONFIG_CLASSES = {
-    "halo_base": None,
-    "init_occ": InitOccConfig,
-    "ref_occ": RefOccConfig,
-    "kpts_ref": KptsRefConfig,
-}
-
-
-def build_network(network: str, config: dict | None) -> nn.Module:
-    """An untrained network of kind ``network`` (``init_occ`` ...) from a stored config dict."""
-    if network == "halo_base":
-        return HaloBaseNet(HALO_BASE_DECODER)
-    cls = CONFIG_CLASSES.get(network)
-    if cls is None:
-        raise TrainConfigError(f"unknown network {network!r}")
-    cfg = _from_dict(cls, config) if config else cls()
-    return {"init_occ": InitOccNet, "ref_occ": RefOccNet, "kpts_ref": KeypointRefiner}[network](cfg)
-
-
-def load_network(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """One of our ``.safetensors`` files -> the network it holds, built from its stored config."""
-    info = read_checkpoint_info(path)
-    net = build_network(info.network, info.config)
-    load_checkpoint(net, path, info.network)
-    return net.to(device).eval()

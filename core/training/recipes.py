@@ -47,15 +47,10 @@ from core.models.image_encoder import normalize_image, upsample_bilinear
 from core.models.init_occ import HandInputs, InitOccImageFeatures, InitOccNet, init_weights_official
 from core.models.kpts_ref import KeypointRefiner
 from core.models.ref_occ import RefOccImageFeatures, RefOccNet
+from core.models.registry import load_network
 from core.training import losses
 from core.training.datasets import ItemSpec
-from core.training.netconfigs import (
-    TrainConfigError,
-    init_occ_config,
-    kpts_ref_config,
-    load_network,
-    ref_occ_config,
-)
+from core.training.netconfigs import TrainConfigError, init_occ_config, kpts_ref_config, ref_occ_config
 
 NETWORK_NAMES = {"halo": "halo_base", "init": "init_occ", "ref": "ref_occ", "kpts": "kpts_ref"}
 
@@ -348,10 +343,8 @@ class InitRecipe(Recipe):
         net = InitOccNet(self.model_config())
         net.apply(init_weights_official)
         if self.cfg.init_keep_from:
-            from core.training.shipping import load_packed_network
-
             path = self.config_path(self.cfg.init_keep_from)
-            earlier = load_packed_network(path)
+            earlier = load_network(path)
             earlier = earlier.init_occ if isinstance(earlier, RefOccNet) else earlier
             if not isinstance(earlier, InitOccNet):
                 raise TrainConfigError(f"init_keep_from must hold network I (or R); {path} does not")
@@ -527,10 +520,8 @@ class RefRecipe(Recipe):
         )
 
     def build(self) -> nn.Module:
-        from core.training.shipping import load_packed_network
-
         net = RefOccNet(self.model_config())
-        init = load_packed_network(self.init_path())
+        init = load_network(self.init_path())
         if isinstance(init, RefOccNet):  # fine-tuning an earlier R (its I inside)
             net.load_state_dict(init.state_dict())
         elif isinstance(init, InitOccNet):
