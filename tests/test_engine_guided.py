@@ -4,8 +4,9 @@ coarse lattice, I's exact values plus R's interpolated correction beyond it."""
 import numpy as np
 import pytest
 
+from core.bench.engine_bench import bench_guided
+from core.bench.inputs import sample_inputs
 from core.engine import Engine, ReconstructionSettings, SettingsError
-from core.engine.bench import bench_guided, sample_inputs
 from core.engine.engine import _logit, _sigmoid
 
 SETTINGS = ReconstructionSettings(resolution=128, anchor_resolution=64, device="cpu")

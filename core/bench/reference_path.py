@@ -1,5 +1,5 @@
-"""A baseline that follows the official generation strategy (official_code.md §G.1), for
-benchmarks and agreement checks -- deliberately without the engine's shortcuts:
+"""A baseline that follows the official generation strategy (../shared/reference/official_code.md
+§G.1), for benchmarks and agreement checks -- deliberately without the engine's shortcuts:
 
 * one MISE per hand from ``resolution0`` up, every lattice point of the coarse grid
   evaluated (no skipping far from the skeleton), both hands' points in one batch per round;
