@@ -95,8 +95,8 @@ def bench_engine(engine: Engine, image, camera, keypoints, settings: Reconstruct
     engine.clear_cache()
     final, out["final_s"] = timed(lambda: engine.reconstruct(image, camera, keypoints, settings), dev)
     out["final_timings_s"] = final.timings_s
-    out["final_evaluations"] = final.settings["evaluations"]
-    out["preview_evaluations"] = preview.settings["evaluations"]
+    out["final_evaluations"] = final.diagnostics["evaluations"]
+    out["preview_evaluations"] = preview.diagnostics["evaluations"]
     out["penetration_volume_cm3"] = final.penetration_volume_cm3
     out["final_vertices"] = {
         s: len(getattr(final, s).vertices) for s in ("left", "right") if getattr(final, s)
@@ -117,9 +117,9 @@ def bench_engine(engine: Engine, image, camera, keypoints, settings: Reconstruct
     drag, out["drag_update_s"] = timed(
         lambda: engine.reconstruct(image, camera, moved, preview_settings), dev
     )
-    out["drag_cache_hit"] = bool(drag.settings["cache_hit"])
+    out["drag_cache_hit"] = bool(drag.diagnostics["cache_hit"])
     out["drag_timings_s"] = drag.timings_s
-    out["drag_evaluations"] = drag.settings["evaluations"]
+    out["drag_evaluations"] = drag.diagnostics["evaluations"]
     engine.reconstruct(image, camera, keypoints, preview_settings)
     engine.clear_hand_cache()
     _, out["drag_update_without_hand_cache_s"] = timed(
@@ -224,7 +224,7 @@ def bench_guided(engine: Engine, image, camera, keypoints, settings, ref: dict, 
             "final_s": seconds,
             "speedup_vs_reference": ref["seconds"] / seconds,
             "final_timings_s": rec.timings_s,
-            "evaluations": rec.settings["evaluations"],
+            "evaluations": rec.diagnostics["evaluations"],
             **_agreement(rec, ref, fields),
             "mesh_iou_vs_exact": vs_exact["mesh_iou_vs_reference"],
             "chamfer_mm_vs_exact": vs_exact["chamfer_mm_vs_reference"],

@@ -141,7 +141,7 @@ def bench_init_vs_official_code(
             engine.clear_cache()
             rec, seconds = timed(partial(engine.reconstruct, image, camera, keypoints, settings), device)
             row[f"ours{name}_s"] = seconds
-            row[f"our{name}_evaluations"] = rec.settings["evaluations"]["init_occ"]
+            row[f"our{name}_evaluations"] = rec.diagnostics["evaluations"]["init_occ"]
         rows.append(row)
     official_s = float(np.mean([r["official_s"] for r in rows]))
     ours_s = float(np.mean([r["ours_s"] for r in rows]))

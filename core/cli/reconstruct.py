@@ -113,8 +113,9 @@ def run(args: argparse.Namespace) -> int:
             for side in ("left", "right")
             if (m := getattr(rec, side)) is not None
         },
-        "settings": {k: v for k, v in rec.settings.items() if k != "anchors_cam_m"},
-        "notes": ([note] if note else []) + list(rec.settings.get("notes", [])),
+        "settings": rec.settings,
+        "diagnostics": {k: v for k, v in rec.diagnostics.items() if k not in ("anchors_cam_m", "notes")},
+        "notes": ([note] if note else []) + list(rec.diagnostics.get("notes", [])),
     }
     if args.overlay is not None:
         from core.io.images import save_image_rgb
