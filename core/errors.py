@@ -20,3 +20,7 @@ class KeypointFileError(InputError):
 
 class CheckpointError(InputError):
     """A checkpoint that does not match the network: missing, unexpected or mis-shaped keys."""
+
+
+class TrainConfigError(InputError):
+    """A training configuration that cannot be used (unknown key, option of another network ...)."""

@@ -189,7 +189,7 @@ def test_image_features_are_cached_when_only_keypoints_change(image_engine, keyp
 
 def test_refine_keypoints_alone_runs_k_on_the_engine_crop_and_fills_the_cache(keypoints, camera):
     from core.models.kpts_ref import KeypointRefiner, KptsRefConfig
-    from core.training.recipes import identity_init_kpts_ref
+    from core.training.recipes.kpts import identity_init_kpts_ref
 
     torch.manual_seed(0)
     cfg = RefOccConfig(init_occ=InitOccConfig.small("resnet18"), encoder=EncoderConfig(backbone="resnet18"))
@@ -246,7 +246,7 @@ def _without_hand_cache(engine):
 def test_dragging_one_hand_recomputes_nothing_for_the_other(mode, keypoints, camera):
     """A drag moves one joint of the right hand: the left hand's I values, anchors and anchor
     encoding come from the per-hand cache, and the meshes equal those of an engine without it."""
-    from core.training.recipes import identity_init_ref_decoder
+    from core.training.recipes.ref import identity_init_ref_decoder
 
     def make():
         if mode == "halo_only":

@@ -15,7 +15,7 @@ from core.checkpoints import save_checkpoint
 from core.geometry.canonical import canon_norm_to_posed_m, canonicalize_hand
 from core.models.registry import ENCODER_FILE, load_network, load_weights_folder
 from core.training import evaluation
-from core.training.recipes import init_occ_config, kpts_ref_config, ref_occ_config
+from core.training.netconfigs import init_occ_config, kpts_ref_config, ref_occ_config
 from core.training.shipping import pack_weights
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,18 +8,17 @@ import pytest
 import torch
 
 from core.errors import ImageError, KeypointError
-from core.hand.joints import convert_joints
-from core.models.config import EncoderConfig
-from core.models.gcn import DualGraphLayer, GraphLayer, hand_joint_adjacency
-from core.models.kpts_ref import (
-    KeypointRefiner,
-    KptsRefConfig,
+from core.geometry.kpts_frame import (
     camera_to_world,
     keypoints_to_kpts_ref_input,
     kpts_ref_output_to_keypoints,
     official_generate_world,
     official_kpts_ref_input,
 )
+from core.hand.joints import convert_joints
+from core.models.config import EncoderConfig
+from core.models.gcn import DualGraphLayer, GraphLayer, hand_joint_adjacency
+from core.models.kpts_ref import KeypointRefiner, KptsRefConfig
 from core.types import TwoHandKeypoints
 from tests.golden import assert_matches, load, official_state_dict
 

@@ -1,6 +1,7 @@
-"""``python main.py train {kpts,init,ref,halo} --config CONFIG --out DIR [--resume] [--max-iters N]``
+"""``python main.py train NETWORK --config CONFIG --out DIR [--resume] [--max-iters N]``
 
-Trains one network with the recipe of :mod:`core.training.recipes` and the loop of
+Trains one network (a key of ``core.training.recipes.RECIPE_MODULES``: kpts, init, ref,
+halo) with its recipe in :mod:`core.training.recipes` and the loop of
 :mod:`core.training.trainer`. CONFIG is a JSON file with a ``common`` section and one section
 per network (see ``configs/shipped.json``); ``init_from`` paths are relative to DIR. Under
 ``torchrun`` the same command trains on every process (DistributedDataParallel)."""
@@ -12,12 +13,11 @@ import json
 from pathlib import Path
 
 from core.errors import InputError
-
-NETWORK_CHOICES = ("kpts", "init", "ref", "halo")
+from core.training.recipes import RECIPE_MODULES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("network", choices=NETWORK_CHOICES, help="which network to train")
+    parser.add_argument("network", choices=tuple(RECIPE_MODULES), help="which network to train")
     parser.add_argument("--config", type=Path, required=True, help="training config JSON (see configs/)")
     parser.add_argument(
         "--out", type=Path, required=True, help="output folder (checkpoints, metrics, weights)"
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_config(path: Path, network: str):
-    from core.training.recipes import TrainConfig
+    from core.training.recipes.config import TrainConfig
 
     if not path.is_file():
         raise InputError(f"training config not found: {path}")

@@ -21,10 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import CheckpointError
-from core.hand.joints import INTERHAND_HAND_SLICES, MANO_WRIST, convert_joints
+from core.hand.joints import HAND_SIDES, INTERHAND_HAND_SLICES, MANO_WRIST, convert_joints
 from core.types import Camera, TwoHandKeypoints
-
-SIDES = ("left", "right")
 
 
 @dataclass
@@ -196,7 +194,9 @@ def evaluate_with_refiner(frames: list[InterHandFrame], detector, refiner, snap_
             continue
         refined = refiner(kp, d.image_rgb, d.frame.camera)
         after = score_keypoints(d.frame, refined, d.views_tried, d.seconds)
-        shift = {s: float(np.linalg.norm(refined.hand(s) - kp.hand(s), axis=1).mean() * 1000) for s in SIDES}
+        shift = {
+            s: float(np.linalg.norm(refined.hand(s) - kp.hand(s), axis=1).mean() * 1000) for s in HAND_SIDES
+        }
         out.append(RefinerComparison(before, after, shift))
     return out
 
@@ -205,7 +205,7 @@ def refiner_summary(rows: list[RefinerComparison]) -> dict:
     """Recall per hand side, and means over the same hands before and after K."""
     hands = [(r, s) for r in rows for s in r.before.found]
     recall = {s: [sum(r.before.found[s] for r, t in hands if t == s), sum(t == s for _, t in hands)]
-              for s in SIDES}
+              for s in HAND_SIDES}
     k_hands = [(r, s) for r, s in hands if r.after is not None and s in r.after.mpjpe_mm]
     k_frames = [r for r in rows if r.after is not None and r.after.root_vector_error_mm is not None]
 

@@ -18,10 +18,11 @@ import torch
 from core import checkpoints
 from core.engine.hands import HandFrame
 from core.errors import CheckpointError
+from core.geometry.kpts_frame import keypoints_to_kpts_ref_input, kpts_ref_output_to_keypoints
 from core.models.halo_base import HaloBaseNet, load_torch_checkpoint
 from core.models.image_encoder import normalize_image
 from core.models.init_occ import InitOccNet
-from core.models.kpts_ref import KeypointRefiner, keypoints_to_kpts_ref_input, kpts_ref_output_to_keypoints
+from core.models.kpts_ref import KeypointRefiner
 from core.models.ref_occ import AnchorContext, RefOccNet
 from core.models.registry import NETWORKS, build_network, load_network
 from core.types import TwoHandKeypoints

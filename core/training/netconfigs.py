@@ -5,14 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from core.errors import InputError
 from core.models.config import EncoderConfig, InitOccConfig
 from core.models.kpts_ref import KptsRefConfig
 from core.models.ref_occ import RefOccConfig
-
-
-class TrainConfigError(InputError):
-    """A training configuration that cannot be used."""
 
 
 def init_occ_config(backbone: str) -> InitOccConfig:
