@@ -1,6 +1,7 @@
 """The reconstruction engine: image + keypoints -> two hand meshes, fast.
 
-Pipeline of one call (official_code.md §A.1, §G), with the reference's repeated work removed:
+Pipeline of one call (../shared/reference/official_code.md §A.1, §G), with the reference's
+repeated work removed:
 
 1. validate the keypoints (per hand) and the image; canonicalise each present hand;
 2. crop the image around both hands (256 px, hands fill 80 %), encode it -- **cached**

@@ -36,13 +36,3 @@ def save_mesh(path: str | Path, mesh: HandMesh, file_format: str | None = None) 
     path.parent.mkdir(parents=True, exist_ok=True)
     to_trimesh(mesh).export(path, file_type=fmt)
     return path
-
-
-def load_mesh(path: str | Path) -> HandMesh:
-    import trimesh
-
-    try:
-        loaded = trimesh.load(path, force="mesh", process=False)
-    except Exception as exc:
-        raise InputError(f"cannot read mesh {path}: {exc}") from exc
-    return HandMesh(np.asarray(loaded.vertices, np.float32), np.asarray(loaded.faces, np.int32))
