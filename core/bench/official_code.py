@@ -105,7 +105,9 @@ def bench_init_vs_official_code(
     (official layout; None: skipped). The inputs are the golden 256 px crops
     and keypoints; the engine re-crops them (hands fill 80 %) and fixes I's depth reference
     at the wrist (the reference's Q2 uses each batch's first query), so the fields -- and the
-    point counts -- differ slightly: a timing comparison, not a mesh comparison."""
+    point counts -- differ slightly: a timing comparison, not a mesh comparison.
+
+    Long: one timing loop with per-variant rows against the golden timings."""
     folder = golden_dir()
     needed = [folder / n for n in ("timing.json", "two_hand_batch.npz")]
     if init_state is None or not all(p.exists() for p in needed):

@@ -93,7 +93,9 @@ def reference_im2hands(
     num_anchors: int = 512,
     seed: int = 0,
 ) -> dict:
-    """I meshes (anchors) then R meshes of both hands, official strategy, from scratch."""
+    """I meshes (anchors) then R meshes of both hands, official strategy, from scratch.
+
+    Long: the official strategy written out step by step, on purpose (the yardstick)."""
     t0 = time.perf_counter()
     steps = int(round(np.log2(resolution / resolution0)))
     timings = {}

@@ -55,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Long: a command script: read the inputs, reconstruct, write each output in turn."""
     from core.engine import Engine, ReconstructionSettings
     from core.io.images import load_image_rgb
     from core.io.keypoints import KeypointFrame, load_keypoints, save_keypoints_json

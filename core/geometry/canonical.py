@@ -339,6 +339,7 @@ def pose_converter(
     root bones). The rest stays float64. This roughly halves the typical difference to the
     official matrices; the remaining ~1e-5 comes from float32 rounding upstream of the angles,
     which cannot be reproduced without the exact official op sequence.
+    Long: the reference's PoseConverter forward in its own order, for golden comparison.
     """
     batch = joints_canon_biomech.shape[:-2]
     joints = joints_canon_biomech.reshape(-1, NUM_JOINTS, 3)

@@ -200,7 +200,9 @@ def evaluate(
     config: EvalConfig | None = None,
     progress: Callable[[int, str], None] | None = None,
 ) -> EvalResult:
-    """Every row of ``config.rows`` whose networks are present on every sample."""
+    """Every row of ``config.rows`` whose networks are present on every sample.
+
+    Long: the loop over samples and rows with its accumulators."""
     cfg = config or EvalConfig()
     base = ReconstructionSettings(
         resolution=cfg.resolution,

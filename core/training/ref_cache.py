@@ -196,7 +196,9 @@ def build_ref_cache(
 ) -> Path:
     """Fill ``folder`` with the cached values of the first ``count`` samples of ``dataset`` (a
     :class:`~core.training.datasets.SynthFolderDataset`; default: all). Resumes a build of the
-    same weights, spec and count; anything else there is replaced."""
+    same weights, spec and count; anything else there is replaced.
+
+    Long: one pass over the dataset writing several arrays per sample from shared state."""
     from core.engine.engine import Engine
 
     if not isinstance(dataset, SynthFolderDataset):

@@ -234,7 +234,9 @@ def train(
     max_iters: int | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Train ``cfg.network`` into ``out_dir`` (see the module docstring)."""
+    """Train ``cfg.network`` into ``out_dir`` (see the module docstring).
+
+    Long: setup, resume, the epoch loop and checkpoints share a dozen locals."""
     out_dir = Path(out_dir)
     total_iters = int(max_iters if max_iters is not None else cfg.max_iters)
     info = setup_distributed(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
