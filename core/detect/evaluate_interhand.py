@@ -235,11 +235,15 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.1f}"
 
 
+def _table_head(title: str, columns: list[str]) -> list[str]:
+    """A markdown title and table header."""
+    return [f"### {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def format_table(results: list[FrameResult], title: str) -> str:
-    lines = [f"### {title}", "",
-             "| image | hand | found | MPJPE wrist-aligned (mm) | wrist error (mm) "
-             "| root vector error (mm) | views | time (s) |",
-             "|---|---|---|---|---|---|---|---|"]
+    columns = ["image", "hand", "found", "MPJPE wrist-aligned (mm)", "wrist error (mm)",
+               "root vector error (mm)", "views", "time (s)"]  # fmt: skip
+    lines = _table_head(title, columns)
     for r in results:
         for side in r.found:
             lines.append(
@@ -258,10 +262,9 @@ def format_table(results: list[FrameResult], title: str) -> str:
 
 def format_refiner_table(rows: list[RefinerComparison], title: str) -> str:
     """Before / after K side by side ("after K" columns: '-' where K did not run)."""
-    lines = [f"### {title}", "",
-             "| image | hand | found | MPJPE (mm) | MPJPE after K (mm) | wrist error (mm) | after K "
-             "| root vector error (mm) | after K | K moved joints by (mm) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    columns = ["image", "hand", "found", "MPJPE (mm)", "MPJPE after K (mm)", "wrist error (mm)", "after K",
+               "root vector error (mm)", "after K", "K moved joints by (mm)"]  # fmt: skip
+    lines = _table_head(title, columns)
     for row in rows:
         b, a = row.before, row.after
         for side in b.found:

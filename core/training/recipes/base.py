@@ -65,6 +65,25 @@ def batch_targets(batch: dict, device) -> dict[str, torch.Tensor]:
     return {s: batch[f"occ_{s}"].to(device) for s in HAND_SIDES}
 
 
+@dataclass(frozen=True)
+class OccupancyBatch:
+    """What I and R read from a batch of training items, on the device."""
+
+    images: torch.Tensor  # (B, 3, 256, 256) normalised crops
+    hands: dict[str, HandInputs]
+    points: dict[str, torch.Tensor]  # side -> (B, N, 3) canonical query points
+    targets: dict[str, torch.Tensor]  # side -> (B, N) ground-truth occupancy
+
+
+def occupancy_batch(batch: dict, device) -> OccupancyBatch:
+    return OccupancyBatch(
+        images=batch_images(batch, device),
+        hands=hand_inputs_from_joints(batch["joints_left"], batch["joints_right"], device),
+        points=batch_points(batch, device),
+        targets=batch_targets(batch, device),
+    )
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The network inside a DistributedDataParallel wrapper (or the network itself)."""
     return model.module if hasattr(model, "module") else model

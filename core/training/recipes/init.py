@@ -19,15 +19,7 @@ from core.models.registry import load_network
 from core.training import losses
 from core.training.datasets import ItemSpec
 from core.training.netconfigs import init_occ_config
-from core.training.recipes.base import (
-    Recipe,
-    batch_images,
-    batch_points,
-    batch_targets,
-    hand_inputs_from_joints,
-    occupancy_iou,
-    unwrap,
-)
+from core.training.recipes.base import Recipe, occupancy_batch, occupancy_iou, unwrap
 
 
 @dataclass(frozen=True)
@@ -99,10 +91,9 @@ class InitRecipe(Recipe):
     def loss(self, model, batch, device):
         if self.opts.init_keep_from:  # the shared encoder stays bit-identical (see InitOptions)
             unwrap(model).image_encoder.eval()
-        img = batch_images(batch, device)
-        hands = hand_inputs_from_joints(batch["joints_left"], batch["joints_right"], device)
-        pred = model(img, hands, batch_points(batch, device), chunk_size=None)
-        target = batch_targets(batch, device)
+        b = occupancy_batch(batch, device)
+        pred = model(b.images, b.hands, b.points, chunk_size=None)
+        target = b.targets
         loss = losses.occupancy_mse(pred, target)
         return loss, {"loss": loss.item(), "iou": occupancy_iou(pred, target, 0.5)}
 

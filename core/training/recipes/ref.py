@@ -26,16 +26,7 @@ from core.models.registry import load_network
 from core.training import losses
 from core.training.datasets import ItemSpec
 from core.training.netconfigs import ref_occ_config
-from core.training.recipes.base import (
-    Recipe,
-    batch_images,
-    batch_points,
-    batch_targets,
-    hand_inputs_from_joints,
-    occupancy_iou,
-    share_encoder_from_init,
-    unwrap,
-)
+from core.training.recipes.base import Recipe, occupancy_batch, occupancy_iou, share_encoder_from_init, unwrap
 
 
 @dataclass(frozen=True)
@@ -251,14 +242,12 @@ class RefRecipe(Recipe):
         if "attended" in batch:
             return self._cached_loss(ref, batch, device)
         ref.image_encoder.eval()  # frozen and shared: BatchNorm on running statistics
-        img = batch_images(batch, device)
+        b = occupancy_batch(batch, device)
         cam_K = batch["camera_K"].to(device)
-        hands = hand_inputs_from_joints(batch["joints_left"], batch["joints_right"], device)
-        points = batch_points(batch, device)
         anchors = {s: batch[f"anchors_{s}_mm"].to(device) for s in HAND_SIDES}
-        features = ref.encode_image(img, shared_encoder=True)
-        out = ref.occupancies(features, hands, cam_K, points, anchors, pen=True)
-        target = batch_targets(batch, device)
+        features = ref.encode_image(b.images, shared_encoder=True)
+        out = ref.occupancies(features, b.hands, cam_K, b.points, anchors, pen=True)
+        target = b.targets
         loss, parts = losses.ref_occ_loss(out, target, self.opts.pen_weight)
         pred = {s: out[s] for s in HAND_SIDES}
         return loss, {"loss": loss.item(), **parts, "iou": occupancy_iou(pred, target, 0.45)}
