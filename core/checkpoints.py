@@ -51,7 +51,6 @@ from core.errors import CheckpointError
 from core.io.atomic import atomic_path
 from core.models.halo_base import load_torch_checkpoint
 
-NETWORKS = ("init_occ", "ref_occ", "kpts_ref", "halo_base")
 OFFICIAL_KINDS = ("init_occ", "ref_occ", "kpts_ref", "halo_baseline", "halo_base", "intaghand_baseline")
 
 FORMAT_NAME = "im2hands-studio"
@@ -91,6 +90,9 @@ _RULES: dict[tuple[str, str], tuple[Rename, ...]] = {
     ("halo_base", "halo_base"): _IDENTITY,
 }
 
+# The networks official files can initialise (the full table: core.models.registry.NETWORKS).
+_LOADABLE_NETWORKS = tuple(dict.fromkeys(network for network, _ in _RULES))
+
 # Kinds whose files hold more than the part we take (IntagHand's own GCN decoder, ...).
 _IGNORE_LEFTOVER_SOURCE_KEYS = {"intaghand_baseline"}
 
@@ -125,12 +127,12 @@ class CheckpointInfo:
 
 
 def infer_network(model: nn.Module) -> str:
-    """Which of :data:`NETWORKS` ``model`` is, from its state-dict layout."""
+    """Which network ``model`` is, from its state-dict layout."""
     network = _network_from_keys(list(model.state_dict().keys()))
     if network is not None:
         return network
     raise CheckpointError(
-        f"cannot tell which network a {type(model).__name__} is (expected one of {NETWORKS})"
+        f"cannot tell which network a {type(model).__name__} is (expected one of {_LOADABLE_NETWORKS})"
     )
 
 
@@ -276,8 +278,8 @@ def load_official_checkpoint(
     Only the network keys that the kind covers change; the rest of ``model`` is untouched."""
     path = Path(path)
     network = network or infer_network(model)
-    if network not in NETWORKS:
-        raise CheckpointError(f"unknown network {network!r}; expected one of {NETWORKS}")
+    if network not in _LOADABLE_NETWORKS:
+        raise CheckpointError(f"unknown network {network!r}; expected one of {_LOADABLE_NETWORKS}")
     data = load_torch_checkpoint(path)
     kind = kind or detect_official_kind(path, data)
     rules = _RULES.get((network, kind))
@@ -356,6 +358,17 @@ def _flat_differences(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [f"{prefix.rstrip('.')}: checkpoint {a!r}, expected {b!r}"]
 
 
+def checkpoint_header(network: str, config: Any, metadata: Mapping[str, Any] | None) -> dict[str, str]:
+    """The safetensors header metadata of our format (every writer of our files uses it)."""
+    return {
+        "format": FORMAT_NAME,
+        "format_version": str(FORMAT_VERSION),
+        "network": network,
+        "config": json.dumps(_config_to_json_dict(config)),
+        "metadata": json.dumps(dict(metadata or {})),
+    }
+
+
 def save_checkpoint(
     path: str | Path,
     model: nn.Module,
@@ -372,13 +385,7 @@ def save_checkpoint(
         raise CheckpointError(f"our checkpoints are {OUR_SUFFIX} files; got {path.name}")
     network = network or infer_network(model)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    header = {
-        "format": FORMAT_NAME,
-        "format_version": str(FORMAT_VERSION),
-        "network": network,
-        "config": json.dumps(_config_to_json_dict(config)),
-        "metadata": json.dumps(dict(metadata or {})),
-    }
+    header = checkpoint_header(network, config, metadata)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=header)
     return path

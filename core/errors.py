@@ -39,3 +39,7 @@ def describe_error(exc: BaseException, debug_hint: bool = True) -> str:
     text = " ".join(str(exc).split())[:300]
     hint = "; run with --debug for the traceback" if debug_hint else ""
     return f"internal error ({type(exc).__name__}: {text}){hint}"
+
+
+class TrainConfigError(InputError):
+    """A training configuration that cannot be used (unknown key, option of another network ...)."""

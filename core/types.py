@@ -102,4 +102,7 @@ class Reconstruction:
     resolution: int = 0  # effective grid resolution per axis
     stage: str = "final"  # "preview" or "final"
     timings_s: dict[str, float] = field(default_factory=dict)
-    settings: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)  # the ReconstructionSettings used, as a dict
+    # What the engine did: mode, device, refinement_used, cache_hit, evaluations (points per
+    # kind of work), notes, anchors_cam_m (R's anchors, final stage only)
+    diagnostics: dict = field(default_factory=dict)

@@ -78,36 +78,12 @@ def assert_matches(actual, file: str, array: str, *, max_abs: float | None = Non
     return diff
 
 
-def _state_dict_from_npz(path: Path, prefix: str = "") -> dict[str, torch.Tensor]:
-    assert path.is_file(), f"golden weights missing: {path}"
-    out = {}
-    with np.load(path) as z:
-        for k in z.files:
-            a = z[k]
-            t = torch.from_numpy(a.astype(np.float32) if a.dtype == np.float16 else a)
-            out[prefix + k] = t
-    return out
-
-
 def official_state_dict(network: str) -> dict[str, torch.Tensor]:
     """Golden weights in the official key layout for ``network`` in
     {"encoder", "init_occ", "ref_occ", "kpts_ref"} (see the golden README §0)."""
-    wdir = require_golden_dir() / "weights"
-    encoder = _state_dict_from_npz(wdir / "resnet_simple.npz", "image_encoder.")
-    if network == "encoder":
-        return {k[len("image_encoder.") :]: v for k, v in encoder.items()}
-    init_occ = {**_state_dict_from_npz(wdir / "init_occ.npz"), **encoder}
-    if network == "init_occ":
-        return init_occ
-    if network == "ref_occ":
-        return {
-            **_state_dict_from_npz(wdir / "ref_occ.npz"),
-            **encoder,
-            **{"init_occ." + k: v for k, v in init_occ.items()},
-        }
-    if network == "kpts_ref":
-        return {**_state_dict_from_npz(wdir / "kpts_ref.npz"), **encoder}
-    raise ValueError(network)
+    from core.bench.inputs import golden_state_dict
+
+    return golden_state_dict(require_golden_dir(), network)
 
 
 def halo_checkpoint_path() -> Path:

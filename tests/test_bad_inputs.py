@@ -514,7 +514,7 @@ WEIGHTS_HEADER_CASES = {
 
 @pytest.mark.parametrize("case", sorted(WEIGHTS_HEADER_CASES))
 def test_weights_headers_are_validated_before_anything_is_built(tmp_path, case):
-    from core.training.shipping import load_packed_network
+    from core.models.registry import load_network as load_packed_network
 
     header, message = WEIGHTS_HEADER_CASES[case]
     path = tmp_path / "net.safetensors"
@@ -531,7 +531,7 @@ def test_weights_headers_are_validated_before_anything_is_built(tmp_path, case):
 
 @pytest.mark.parametrize("content", [b"", b"garbage" * 10, b"\xff" * 8 + b"{}"])
 def test_unreadable_safetensors_fail_cleanly(tmp_path, content):
-    from core.training.shipping import load_packed_network
+    from core.models.registry import load_network as load_packed_network
 
     path = tmp_path / "net.safetensors"
     path.write_bytes(content)

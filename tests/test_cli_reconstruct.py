@@ -134,29 +134,45 @@ def test_bench_quick_reports_the_promised_keys(tmp_path, halo_path):
     assert report["preview_s"] > 0 and report["drag_update_s"] > 0 and report["bench_wall_s"] < 60
 
 
+def _official_timing(part: str) -> list[dict]:
+    path = golden.golden_dir() / "timing.json"
+    if not path.is_file():
+        pytest.skip("golden timing.json not present")
+    return json.loads(path.read_text())[part]
+
+
 def test_bench_against_the_official_codes_timings_uses_the_same_work(halo_path):
     import torch
 
-    from core.engine.bench import bench_vs_official_code
+    from core.bench.official_code import bench_vs_official_code
 
     report = bench_vs_official_code(torch.device("cpu"), skip_margin_m=None, max_poses=1)
     if report is None:
         pytest.skip("golden timing.json / halo_base.npz not present")
+    official = _official_timing("halo_base_mise")["timing"][0]
     row = report["per_pose"][0]
     # Same rule, same checkpoint, same matrices: the same points and the official mesh.
-    assert row["our_evaluations"] == row["official_evaluations"] > 50_000
+    assert row["official_evaluations"] == official["evaluated_points"]
+    assert row["our_evaluations"] == row["official_evaluations"]
     assert report["worst_chamfer_mm_vs_official_mesh"] < 1e-3
-    assert report["official_mean_s"] > 1.0 and report["speedup_vs_official_code"] > 0
+    assert report["official_mean_s"] == official["wall_time_s"] and report["speedup_vs_official_code"] > 0
 
 
 def test_bench_of_network_i_against_the_official_codes_timings_runs_on_the_golden_inputs():
     import torch
 
-    from core.engine.bench import bench_init_vs_official_code
+    from core.bench.official_code import bench_init_vs_official_code
 
-    report = bench_init_vs_official_code(torch.device("cpu"), max_samples=1, resolution=64, no_skipping=False)
+    golden.require_golden_dir()
+    official = _official_timing("init_occ_mise")[0]
+    state = golden.official_state_dict("init_occ")
+    report = bench_init_vs_official_code(
+        torch.device("cpu"), state, max_samples=1, resolution=64, no_skipping=False
+    )
     if report is None:
-        pytest.skip("golden weights / timing.json not present")
+        pytest.skip("golden two_hand_batch.npz not present")
     row = report["per_sample"][0]
-    assert row["official_evaluations"] > 200_000 and 1_000 < row["our_evaluations"] < 60_000  # 64^3 here
-    assert report["ours_mean_s"] > 0 and report["official_mean_s"] > 5.0
+    assert row["official_evaluations"] == official["evaluated_points_both_hands"]
+    # Both hands at 64: MISE evaluates a part of each hand's 65^3 lattice.
+    assert 0 < row["our_evaluations"] < 2 * 65**3
+    assert report["ours_mean_s"] > 0 and report["official_mean_s"] == official["wall_time_s"]

@@ -81,7 +81,7 @@ def test_progressive_yields_preview_then_final_and_reuses_values(halo_engine, ke
     stages = list(halo_engine.reconstruct_progressive(None, camera, keypoints, FAST))
     assert [r.stage for r in stages] == ["preview", "final"]
     assert [r.resolution for r in stages] == [32, 64]
-    assert stages[1].settings["evaluations"]["reused"] > 0  # preview values fed the final grid
+    assert stages[1].diagnostics["evaluations"]["reused"] > 0  # preview values fed the final grid
     assert len(stages[1].right.vertices) > len(stages[0].right.vertices)
 
 
@@ -114,7 +114,7 @@ def test_one_hand_missing_reconstructs_the_other(halo_engine, image_engine, keyp
     assert rec.left is None and len(rec.right.faces) > 500 and rec.penetration_volume_cm3 == 0.0
     rec = image_engine.reconstruct(_image(camera), camera, only_right, FAST)
     assert rec.left is None and rec.right is not None
-    assert any("one hand only" in n for n in rec.settings["notes"])
+    assert any("one hand only" in n for n in rec.diagnostics["notes"])
 
 
 @pytest.mark.parametrize(
@@ -175,7 +175,7 @@ def test_image_features_are_cached_when_only_keypoints_change(image_engine, keyp
     t = time.perf_counter()
     second = image_engine.reconstruct(image, camera, moved, settings)
     second_s = time.perf_counter() - t
-    assert not first.settings["cache_hit"] and second.settings["cache_hit"]
+    assert not first.diagnostics["cache_hit"] and second.diagnostics["cache_hit"]
     assert second.timings_s["image_features"] < 0.2 * first.timings_s["image_features"]
     print(
         f"image features: cold {first.timings_s['image_features']:.3f} s, cached "
@@ -183,13 +183,13 @@ def test_image_features_are_cached_when_only_keypoints_change(image_engine, keyp
     )
     # A different image is not served from the cache.
     third = image_engine.reconstruct(_image(camera, seed=2), camera, moved, settings)
-    assert not third.settings["cache_hit"]
+    assert not third.diagnostics["cache_hit"]
     assert second.right is not None and second.left is not None and first.stage == "final"
 
 
 def test_refine_keypoints_alone_runs_k_on_the_engine_crop_and_fills_the_cache(keypoints, camera):
     from core.models.kpts_ref import KeypointRefiner, KptsRefConfig
-    from core.training.recipes import identity_init_kpts_ref
+    from core.training.recipes.kpts import identity_init_kpts_ref
 
     torch.manual_seed(0)
     cfg = RefOccConfig(init_occ=InitOccConfig.small("resnet18"), encoder=EncoderConfig(backbone="resnet18"))
@@ -205,7 +205,7 @@ def test_refine_keypoints_alone_runs_k_on_the_engine_crop_and_fills_the_cache(ke
     np.testing.assert_allclose(refined.right, keypoints.right, atol=1e-5)
     # The same K through reconstruct gives the same keypoints, from the cached features.
     rec = engine.reconstruct(image, camera, keypoints, FAST.with_(resolution=32, use_keypoint_refiner=True))
-    assert rec.settings["cache_hit"]
+    assert rec.diagnostics["cache_hit"]
     np.testing.assert_allclose(rec.keypoints.left, refined.left, atol=1e-9)
     # One hand: K needs both, the keypoints come back unchanged (a copy).
     one = TwoHandKeypoints(left=None, right=keypoints.right.copy())
@@ -231,7 +231,7 @@ def test_unusable_k_output_falls_back_to_the_input_keypoints(keypoints, camera):
         _image(camera), camera, keypoints, FAST.with_(resolution=32, use_keypoint_refiner=True)
     )
     assert np.array_equal(rec.keypoints.left, keypoints.left)
-    assert any("network K's output was unusable" in n and "collapsed" in n for n in rec.settings["notes"])
+    assert any("network K's output was unusable" in n and "collapsed" in n for n in rec.diagnostics["notes"])
 
 
 def _without_hand_cache(engine):
@@ -246,7 +246,7 @@ def _without_hand_cache(engine):
 def test_dragging_one_hand_recomputes_nothing_for_the_other(mode, keypoints, camera):
     """A drag moves one joint of the right hand: the left hand's I values, anchors and anchor
     encoding come from the per-hand cache, and the meshes equal those of an engine without it."""
-    from core.training.recipes import identity_init_ref_decoder
+    from core.training.recipes.ref import identity_init_ref_decoder
 
     def make():
         if mode == "halo_only":
@@ -282,7 +282,7 @@ def test_dragging_one_hand_recomputes_nothing_for_the_other(mode, keypoints, cam
         if cached:
             assert engine.hand_cache_hits == 1  # the left hand, on the second call
     with_cache, without = runs[True], runs[False]
-    ev, ev0 = with_cache.settings["evaluations"], without.settings["evaluations"]
+    ev, ev0 = with_cache.diagnostics["evaluations"], without.diagnostics["evaluations"]
     assert ev["init_occ"] < 0.7 * ev0["init_occ"]  # only the moved right hand's I points are new
     if mode == "halo_only":  # the left grid found its values in the cached store
         assert ev["reused"] > ev0["reused"]

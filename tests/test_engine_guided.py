@@ -4,9 +4,11 @@ coarse lattice, I's exact values plus R's interpolated correction beyond it."""
 import numpy as np
 import pytest
 
+from core.bench.engine_bench import bench_guided
+from core.bench.inputs import sample_inputs
 from core.engine import Engine, ReconstructionSettings, SettingsError
-from core.engine.bench import bench_guided, sample_inputs
-from core.engine.engine import _logit, _sigmoid
+from core.engine.values import logit as _logit
+from core.engine.values import sigmoid as _sigmoid
 
 SETTINGS = ReconstructionSettings(resolution=128, anchor_resolution=64, device="cpu")
 
@@ -37,7 +39,7 @@ def test_guided_final_agrees_with_exact_r_at_a_third_of_its_evaluations(shipped)
     engine, (image, camera, keypoints) = shipped
     engine.clear_cache()
     exact, exact_fields = engine.reconstruct_with_fields(image, camera, keypoints, SETTINGS)
-    n_exact = exact.settings["evaluations"]
+    n_exact = exact.diagnostics["evaluations"]
     assert n_exact["ref_guided"] == 0
     # The bench's guided part, with the exact final standing in for the reference path.
     ref = {"seconds": 1.0, "meshes": {"left": exact.left, "right": exact.right}, "fields": exact_fields}
@@ -64,6 +66,6 @@ def test_refinement_resolution_at_or_above_the_final_is_exact_r(shipped):
     exact = engine.reconstruct(image, camera, keypoints, s)
     engine.clear_cache()
     same = engine.reconstruct(image, camera, keypoints, s.with_(refinement_resolution=64))
-    assert same.settings["evaluations"]["ref_guided"] == 0
+    assert same.diagnostics["evaluations"]["ref_guided"] == 0
     for side in ("left", "right"):
         np.testing.assert_array_equal(getattr(exact, side).vertices, getattr(same, side).vertices)

@@ -7,7 +7,6 @@ import pytest
 from golden import realdata_dir
 
 from core.detect.evaluate_interhand import (
-    SIDES,
     EngineKeypointRefiner,
     evaluate_with_refiner,
     format_refiner_table,
@@ -17,6 +16,7 @@ from core.detect.evaluate_interhand import (
     score_keypoints,
 )
 from core.errors import CheckpointError
+from core.hand.joints import HAND_SIDES
 from core.types import TwoHandKeypoints
 
 TWO_HAND_IMAGE = "image69148.jpg"
@@ -59,7 +59,7 @@ def test_with_k_counts_the_same_images_and_hands_as_without(rows):
         if r.before.image == TWO_HAND_IMAGE:
             assert r.after is not None
             assert r.after.image == r.before.image and r.after.found == r.before.found
-            assert set(r.after.mpjpe_mm) == set(r.before.mpjpe_mm) == set(SIDES)
+            assert set(r.after.mpjpe_mm) == set(r.before.mpjpe_mm) == set(HAND_SIDES)
             assert r.after.views_tried == r.before.views_tried
         else:  # one annotated hand: K needs both, so no "after K" entry
             assert r.after is None and r.k_shift_mm == {}
@@ -68,7 +68,7 @@ def test_with_k_counts_the_same_images_and_hands_as_without(rows):
 
 def test_with_k_metrics_are_finite_and_k_moves_joints_a_bounded_amount(rows):
     (two,) = [r for r in rows if r.after is not None]
-    for side in SIDES:
+    for side in HAND_SIDES:
         before, after = two.before.mpjpe_mm[side], two.after.mpjpe_mm[side]
         assert np.isfinite(before) and np.isfinite(after)
         assert 5.0 < before < 150.0 and 5.0 < after < 150.0
@@ -97,7 +97,7 @@ def test_k_on_ground_truth_stays_close_and_one_hand_passes_through(frames, refin
     image = _image(fr)
     gt = TwoHandKeypoints(left=fr.joints_cam_m["left"], right=fr.joints_cam_m["right"])
     out = refiner(gt, image, fr.camera)
-    for side in SIDES:
+    for side in HAND_SIDES:
         assert out.hand(side).shape == (21, 3) and np.all(np.isfinite(out.hand(side)))
         moved_mm = np.linalg.norm(out.hand(side) - gt.hand(side), axis=1) * 1000
         assert 0.05 < moved_mm.mean() < 30.0

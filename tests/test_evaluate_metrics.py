@@ -13,9 +13,10 @@ import torch
 
 from core.checkpoints import save_checkpoint
 from core.geometry.canonical import canon_norm_to_posed_m, canonicalize_hand
+from core.models.registry import ENCODER_FILE, load_network, load_weights_folder
 from core.training import evaluation
-from core.training.recipes import init_occ_config, kpts_ref_config, ref_occ_config
-from core.training.shipping import ENCODER_FILE, load_packed_network, load_weights_folder, pack_weights
+from core.training.netconfigs import init_occ_config, kpts_ref_config, ref_occ_config
+from core.training.shipping import pack_weights
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,7 +96,7 @@ def test_packed_weights_share_the_encoder_and_fit_the_budget(tmp_path):
 
     with safe_open(str(tmp_path / "shipped" / "ref_occ.safetensors"), "pt") as f:
         assert not any(k.startswith(("image_encoder.", "init_occ.image_encoder.")) for k in f.keys())
-    loaded = load_packed_network(tmp_path / "shipped" / "ref_occ.safetensors")
+    loaded = load_network(tmp_path / "shipped" / "ref_occ.safetensors")
     for name, value in nets["ref_occ"].state_dict().items():
         got = loaded.state_dict()[name]
         assert got.dtype == value.dtype

@@ -1,13 +1,10 @@
 """Golden tests of the HALO canonicalisation against the official code's outputs
-(canonicalization.npz: all 46 hands; halo_base.npz: all 25 poses; two_hand_batch.npz).
+(canonicalization.npz, halo_base.npz and two_hand_batch.npz: every hand they hold).
 
 Each step is fed the golden output of the previous step, so a failure points at one step;
 the whole pipeline is also checked from the raw keypoints, in the official-compatibility mode
 (``compat_float32_casts=True``) and in the clean float64 default. Tolerances come from the
-manifest, except the HALO-repo unpose matrices: they come from the HALO repo's float32
-converter, whose rounding near the acos clip moves small abduction angles by up to ~4e-5 rad;
-without that exact float32 op sequence neither float64 nor our float32 emulation gets below
-~2e-5 there (manifest: 1e-5), so those two arrays keep a documented wider bound.
+manifest.
 """
 
 import numpy as np
@@ -21,11 +18,6 @@ from tests import golden
 CANON = "canonicalization.npz"
 HALO_BASE = "halo_base.npz"
 BATCH = "two_hand_batch.npz"
-
-# Float64-path tolerance of an Im2Hands matrix (5e-5, manifest) expressed for HALO-convention
-# matrices, whose rotation entries are the Im2Hands ones divided by 0.4.
-HALO_CONVENTION_UNPOSE_TOL = 5e-5 / C.GLOBAL_SCALE
-
 
 def _by_side(file: str = CANON):
     """(side, indices) for each side present in ``file``'s ``side`` array."""
@@ -49,7 +41,7 @@ def _assert_per_side(compute, file: str, array: str, *, max_abs: float | None = 
 # --- canonicalization.npz, step by step ---------------------------------------------------------
 def test_golden_wrist_relative_halo_joints():
     kps = golden.load(CANON)["kps_mano_m"]
-    assert len(kps) == 46
+    assert len(kps) > 0
     _assert_per_side(lambda s, i: C.wrist_relative_halo_joints(kps[i], s), CANON, "joints_halo_rel")
 
 
@@ -126,9 +118,7 @@ def test_golden_halo_repo_convention():
     kps = golden.load(CANON)["kps_mano_m"]
     base = {side: C.halo_base_inputs(kps[idx], side) for side, idx in _by_side()}
     im2hands = {side: C.canonicalize_hand(kps[idx], side) for side, idx in _by_side()}
-    _assert_per_side(
-        lambda s, i: base[s].unpose_mats, CANON, "halo_repo_unpose_mat", max_abs=HALO_CONVENTION_UNPOSE_TOL
-    )
+    _assert_per_side(lambda s, i: base[s].unpose_mats, CANON, "halo_repo_unpose_mat")
     _assert_per_side(lambda s, i: base[s].bone_lengths, CANON, "halo_repo_bone_lengths", cast=np.float32)
     # The HALO-repo normalisation acts on wrist-centred (left: mirrored) metres: the root rotation.
     _assert_per_side(
@@ -146,10 +136,10 @@ def test_golden_halo_repo_convention():
 # --- halo_base.npz: inputs of the HALO base model, and the frame maps -------------------------------
 def test_golden_halo_base_inputs():
     data = golden.load(HALO_BASE)
-    assert len(data["kps_mano_m"]) == 25
+    assert len(data["kps_mano_m"]) > 0
     # Left InterHand hands are stored already mirrored: every pose goes through as a right hand.
     base = C.halo_base_inputs(data["kps_mano_m"], "right")
-    golden.assert_matches(base.unpose_mats, HALO_BASE, "unpose_mat", max_abs=HALO_CONVENTION_UNPOSE_TOL)
+    golden.assert_matches(base.unpose_mats, HALO_BASE, "unpose_mat")
     golden.assert_matches(base.bone_lengths.float(), HALO_BASE, "bone_lengths")
     golden.assert_matches(base.normalization_mat.float(), HALO_BASE, "normalization_mat")
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from core.hand.joints import HAND_SIDES
 from core.models.config import InitOccConfig
 from core.models.init_occ import InitOccNet
 from tests import golden
 
 FILE = "init_occ.npz"
-SIDES = ("left", "right")
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def run():
         features = net.encode_image(torch.from_numpy(batch["img"]).contiguous())
         results = {
             s: net.query(features, s, hands[s], torch.from_numpy(batch[f"{s}_p"]), details=True)
-            for s in SIDES
+            for s in HAND_SIDES
         }
     return net, features, hands, results
 
@@ -34,7 +34,7 @@ def test_golden_init_occ_image_feature(run):
     golden.assert_matches(features.feature_map, FILE, "img_feat")
 
 
-@pytest.mark.parametrize("side", SIDES)
+@pytest.mark.parametrize("side", HAND_SIDES)
 def test_golden_init_occ_outputs(run, side):
     _, _, _, results = run
     r = results[side]
@@ -44,7 +44,7 @@ def test_golden_init_occ_outputs(run, side):
     golden.assert_matches(r.occupancy, FILE, f"{side}_occ")
 
 
-@pytest.mark.parametrize("side", SIDES)
+@pytest.mark.parametrize("side", HAND_SIDES)
 def test_golden_init_occ_rolled_queries_chunked(run, side):
     """Q2: rolling the queries changes the depth reference; chunking must not change it."""
     net, features, hands, results = run
@@ -63,8 +63,8 @@ def test_golden_init_occ_forward_both_hands(run):
         occ = net(
             torch.from_numpy(batch["img"]).contiguous(),
             hands,
-            {s: torch.from_numpy(batch[f"{s}_p"]) for s in SIDES},
+            {s: torch.from_numpy(batch[f"{s}_p"]) for s in HAND_SIDES},
             chunk_size=1000,
         )
-    for s in SIDES:
+    for s in HAND_SIDES:
         golden.assert_matches(occ[s], FILE, f"{s}_occ")

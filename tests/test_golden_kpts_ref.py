@@ -8,22 +8,19 @@ import pytest
 import torch
 
 from core.errors import ImageError, KeypointError
-from core.hand.joints import convert_joints
-from core.models.config import EncoderConfig
-from core.models.gcn import DualGraphLayer, GraphLayer, hand_joint_adjacency
-from core.models.kpts_ref import (
-    KeypointRefiner,
-    KptsRefConfig,
+from core.geometry.kpts_frame import (
     camera_to_world,
     keypoints_to_kpts_ref_input,
     kpts_ref_output_to_keypoints,
     official_generate_world,
     official_kpts_ref_input,
 )
+from core.hand.joints import HAND_SIDES, convert_joints
+from core.models.config import EncoderConfig
+from core.models.gcn import DualGraphLayer, GraphLayer, hand_joint_adjacency
+from core.models.kpts_ref import KeypointRefiner, KptsRefConfig
 from core.types import TwoHandKeypoints
 from tests.golden import assert_matches, load, official_state_dict
-
-SIDES = ("left", "right")
 
 
 def _f32(array: np.ndarray) -> torch.Tensor:
@@ -37,8 +34,8 @@ def _sub_state(state: dict, prefix: str) -> dict:
 def _official_input():
     g, b = load("kpts_ref.npz"), load("two_hand_batch.npz")
     return official_kpts_ref_input(
-        {s: g[f"{s}_pred_joints_dataset"] for s in SIDES},
-        {s: b[f"{s}_root_xyz"] for s in SIDES},
+        {s: g[f"{s}_pred_joints_dataset"] for s in HAND_SIDES},
+        {s: b[f"{s}_root_xyz"] for s in HAND_SIDES},
         b["cam_R"],
         b["cam_T"],
     )
@@ -48,7 +45,7 @@ def _camera_keypoints_mano(kind: str) -> dict[str, np.ndarray]:
     """Camera-frame metres, mano order, of the joints K sees (dataset joints + GT root)."""
     g, b = load("kpts_ref.npz"), load("two_hand_batch.npz")
     out = {}
-    for side in SIDES:
+    for side in HAND_SIDES:
         world = g[f"{side}_{kind}_joints_dataset"] + b[f"{side}_root_xyz"][:, None, :]
         if side == "left":
             world = world * np.array([-1.0, 1.0, 1.0])
@@ -81,8 +78,8 @@ def test_golden_kpts_ref_official_preprocessing():
     assert_matches(k_in.origin_cam_m, "kpts_ref.npz", "left_mid_joint_m")
     g, b = load("kpts_ref.npz"), load("two_hand_batch.npz")
     gt = official_kpts_ref_input(
-        {s: g[f"{s}_gt_joints_dataset"] for s in SIDES},
-        {s: b[f"{s}_root_xyz"] for s in SIDES},
+        {s: g[f"{s}_gt_joints_dataset"] for s in HAND_SIDES},
+        {s: b[f"{s}_root_xyz"] for s in HAND_SIDES},
         b["cam_R"],
         b["cam_T"],
     )
@@ -136,7 +133,7 @@ def test_golden_kgcn_adjacency_and_graph_layers():
     m = load("modules.npz")
     assert_matches(hand_joint_adjacency(), "modules.npz", "kgcn_adjacency")
     state = official_state_dict("kpts_ref")
-    for side in SIDES:
+    for side in HAND_SIDES:
         graph = GraphLayer(48, 16).eval()
         graph.load_state_dict(_sub_state(state, f"gcn_layers.0.graph_{side}."), strict=True)
         with torch.no_grad():
@@ -181,7 +178,7 @@ def test_golden_kpts_ref_right_regressor_without_quirk(official_k, official_k_ou
 
 def test_golden_kpts_ref_generate_post_processing_q9():
     g, b = load("kpts_ref.npz"), load("two_hand_batch.npz")
-    for side in SIDES:
+    for side in HAND_SIDES:
         world = official_generate_world(
             g[f"{side}_out_mm"], g["left_mid_joint_m"], b["cam_R"], b[f"{side}_root_xyz"], side
         )
@@ -192,7 +189,7 @@ def test_golden_kpts_ref_correct_inverse_recovers_world_joints():
     """camera_to_world undoes the preprocessing exactly (unlike the Q9 post-processing)."""
     g, b = load("kpts_ref.npz"), load("two_hand_batch.npz")
     k_in = _official_input()
-    for side in SIDES:
+    for side in HAND_SIDES:
         cam = getattr(k_in, f"{side}_mm") / 1000.0 + k_in.origin_cam_m
         world = camera_to_world(cam, b["cam_R"], b["cam_T"])
         expected = g[f"{side}_pred_joints_dataset"] + b[f"{side}_root_xyz"][:, None, :]
@@ -214,7 +211,7 @@ def test_golden_kpts_ref_refine_public_api(official_k):
         refined = official_k.refine(
             torch.from_numpy(b["img"][i]), TwoHandKeypoints(cam["left"][i], cam["right"][i])
         )
-        for side in SIDES:
+        for side in HAND_SIDES:
             joints = refined.hand(side)
             assert joints.shape == (21, 3) and joints.dtype == np.float64
             halo_mm = (convert_joints(joints, "mano", "halo") - g["left_mid_joint_m"][i]) * 1000.0

@@ -6,12 +6,9 @@ import torch
 
 from core.errors import InputError
 from core.geometry import camera_ops
-from core.models.ref_occ import (
-    SIDES,
-    RefOccConfig,
-    RefOccNet,
-    camera_to_canonical,
-)
+from core.geometry.camera_ops import camera_to_canonical
+from core.hand.joints import HAND_SIDES
+from core.models.ref_occ import RefOccConfig, RefOccNet
 from tests import golden
 
 FILE = "ref_occ.npz"
@@ -29,13 +26,13 @@ def case():
     net.eval()
     hands = golden.two_hand_batch_hands()
     cam_K = torch.from_numpy(batch["cam_K"])
-    points = {s: torch.from_numpy(batch[f"{s}_p"]) for s in SIDES}
-    anchors = {s: torch.from_numpy(batch[f"{s}_anchor_points_mm"]) for s in SIDES}
+    points = {s: torch.from_numpy(batch[f"{s}_p"]) for s in HAND_SIDES}
+    anchors = {s: torch.from_numpy(batch[f"{s}_anchor_points_mm"]) for s in HAND_SIDES}
     out = {"net": net, "hands": hands, "cam_K": cam_K, "points": points, "anchors": anchors}
     with torch.no_grad():
         features = net.encode_image(torch.from_numpy(batch["img"]))
         context = net.encode_anchors(features, anchors, hands, cam_K)
-        for side in SIDES:
+        for side in HAND_SIDES:
             init = net.init_occupancy(features, side, hands[side], points[side])
             geometry = net.query_geometry(features, context, side, hands[side], cam_K, points[side])
             query_input = net.query_input(geometry, init)
@@ -64,7 +61,7 @@ def test_golden_ref_occ_image_global(case):
 
 def test_golden_ref_occ_anchor_encoding(case):
     ctx = case["context"]
-    for side in SIDES:
+    for side in HAND_SIDES:
         golden.assert_matches(ctx.encoder_inputs[side], FILE, f"{side}_enc_input")
         golden.assert_matches(ctx.z_ctx[side], FILE, f"{side}_z_ctx")
         # The official code writes the fused latent back into the encoder's output dict,
@@ -77,7 +74,7 @@ def test_golden_ref_occ_anchor_encoding(case):
 
 def test_golden_ref_occ_encoder_on_golden_inputs(case):
     encoder = case["net"].trans_enc
-    for side in SIDES:
+    for side in HAND_SIDES:
         with torch.no_grad():
             enc = encoder(torch.from_numpy(golden.load(FILE)[f"{side}_enc_input"]))
         golden.assert_matches(enc.fps_indices[0], FILE, f"fps_{side}_512to256")
@@ -87,7 +84,7 @@ def test_golden_ref_occ_encoder_on_golden_inputs(case):
 
 
 def test_golden_ref_occ_queries(case):
-    for side in SIDES:
+    for side in HAND_SIDES:
         golden.assert_matches(case[f"{side}_init_occ"], FILE, f"{side}_init_occ")
         golden.assert_matches(case[f"{side}_dec_query_input"], FILE, f"{side}_dec_query_input")
         golden.assert_matches(case[f"{side}_logit"], FILE, f"{side}_logit")
@@ -106,7 +103,7 @@ def test_golden_ref_occ_forward_with_penetration_path(case):
             case["anchors"],
             pen=True,
         )
-    for side in SIDES:
+    for side in HAND_SIDES:
         golden.assert_matches(out[side], FILE, f"{side}_occ")
         golden.assert_matches(out[side], FILE, f"pen_{side}_occ")
     # quirks Q6 + Q7 reproduced (RefOccConfig.official())
@@ -199,7 +196,7 @@ def test_ref_occ_reused_hand_encoding_equals_a_fresh_one_when_the_other_hand_mov
     finally:
         net.trans_enc.fps_skip_near_origin = before
     assert (earlier.centre - fresh.centre).abs().max() > 1e-3  # metres: the reused anchors moved
-    for side in SIDES:
+    for side in HAND_SIDES:
         a, b = fresh.encodings[side], reused.encodings[side]
         torch.testing.assert_close(b.anchors, a.anchors, atol=1e-6, rtol=0)
         torch.testing.assert_close(b.anchor_feats, a.anchor_feats, atol=1e-4, rtol=1e-4)

@@ -8,7 +8,7 @@ from core.hand.joints import HALO_EDGES
 from core.models.config import EncoderConfig
 from core.models.gcn import hand_joint_adjacency
 from core.models.kpts_ref import KeypointRefiner, KptsRefConfig
-from core.training.netconfigs import build_network
+from core.models.registry import build_network
 
 WRIST, MIDDLE_TIP = 0, 18  # halo order: middle finger 0-4-5-6-18
 

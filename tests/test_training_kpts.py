@@ -20,7 +20,8 @@ from core.training.feature_cache import (
     build_feature_cache,
     cache_matches,
 )
-from core.training.recipes import TrainConfig, make_recipe
+from core.training.recipes import make_recipe
+from core.training.recipes.config import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +36,8 @@ def data_dir(tmp_path_factory) -> Path:
 def _recipe(data_dir: Path, out: Path, **kw):
     torch.manual_seed(0)
     kw = {"identity_init": True, **kw}
-    cfg = TrainConfig(network="kpts", data={"kind": "synth_folder", "path": str(data_dir)}, batch_size=2,
-                      torch_threads=1, **kw)  # fmt: skip
+    cfg = TrainConfig.of("kpts", data={"kind": "synth_folder", "path": str(data_dir)}, batch_size=2,
+                         torch_threads=1, **kw)  # fmt: skip
     recipe = make_recipe(cfg, out)
     return recipe, recipe.build()
 
@@ -111,7 +112,7 @@ def test_training_dropout_is_a_config_choice(data_dir, tmp_path):
 
 
 def test_mpjpe_loss_is_the_evaluation_metric(data_dir, tmp_path):
-    from core.training.netconfigs import TrainConfigError
+    from core.errors import TrainConfigError
 
     recipe, net = _recipe(data_dir, tmp_path, dropout=0.0, kpts_loss="mpjpe", root_weight=0.0)
     images = SynthFolderDataset(data_dir, recipe.item_spec())
@@ -121,7 +122,7 @@ def test_mpjpe_loss_is_the_evaluation_metric(data_dir, tmp_path):
     assert 5.0 < m["mpjpe_in"] < 40.0
     assert loss.item() == pytest.approx(2 * m["mpjpe_in"], rel=1e-5)
     with pytest.raises(TrainConfigError, match="kpts_loss"):
-        TrainConfig(network="kpts", data={}, kpts_loss="l1")
+        TrainConfig.of("kpts", data={}, kpts_loss="l1")
 
 
 def test_the_projection_after_the_frozen_encoder_learns_unless_features_are_cached(data_dir, tmp_path):
@@ -188,7 +189,7 @@ def test_cached_encoder_maps_give_the_image_loss_and_train_the_projection(data_d
 
 def test_init_from_an_earlier_k_fine_tunes_all_of_its_weights(data_dir, tmp_path):
     from core.checkpoints import save_checkpoint
-    from core.training.netconfigs import TrainConfigError
+    from core.errors import TrainConfigError
 
     recipe, trained = _recipe(data_dir, tmp_path, dropout=0.0)
     with torch.no_grad():
@@ -203,10 +204,11 @@ def test_init_from_an_earlier_k_fine_tunes_all_of_its_weights(data_dir, tmp_path
 
 def test_our_k_trains_with_the_undirected_graph_and_fine_tuning_keeps_the_graph(data_dir, tmp_path):
     from core.checkpoints import save_checkpoint
-    from core.training.netconfigs import TrainConfigError, load_network
+    from core.errors import TrainConfigError
+    from core.models.registry import load_network
 
     recipe, net = _recipe(data_dir, tmp_path, dropout=0.0)
-    assert recipe.cfg.kpts_graph == "undirected" and net.cfg.undirected_graph
+    assert recipe.opts.kpts_graph == "undirected" and net.cfg.undirected_graph
     adjacency = net.gcn_layers[0].graph_left.adjacency
     assert torch.equal(adjacency, adjacency.T)
     # the choice is stored with the weights and comes back on load
@@ -219,4 +221,4 @@ def test_our_k_trains_with_the_undirected_graph_and_fine_tuning_keeps_the_graph(
     _, directed = _recipe(data_dir, tmp_path, dropout=0.0, kpts_graph="directed")
     assert not directed.cfg.undirected_graph
     with pytest.raises(TrainConfigError, match="kpts_graph"):
-        TrainConfig(network="kpts", data={}, kpts_graph="both")
+        TrainConfig.of("kpts", data={}, kpts_graph="both")

@@ -10,14 +10,10 @@ from core.hand.joints import convert_joints
 from core.synth.samples import SynthConfig, generate_sample
 from core.training import losses
 from core.training.datasets import ItemSpec, contact_subsample, engine_crop, sample_item
-from core.training.recipes import (
-    IDENTITY_OFFSET,
-    hand_inputs_from_joints,
-    identity_init_ref_decoder,
-    init_decoders_from_halo,
-    init_occ_config,
-    ref_occ_config,
-)
+from core.training.netconfigs import init_occ_config, ref_occ_config
+from core.training.recipes.base import hand_inputs_from_joints
+from core.training.recipes.init import init_decoders_from_halo
+from core.training.recipes.ref import IDENTITY_OFFSET, identity_init_ref_decoder
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +90,7 @@ def test_contact_subsample_takes_the_contact_set():
 def test_i_starts_exactly_as_the_halo_baseline(sample):
     from core.models.halo_base import HaloBaseNet
     from core.models.init_occ import InitOccNet
-    from core.training.recipes import halo_inputs_from_joints
+    from core.training.recipes.base import halo_inputs_from_joints
 
     torch.manual_seed(0)
     halo = HaloBaseNet().eval()
@@ -149,7 +145,7 @@ def test_hand_inputs_match_the_engine(sample):
 
 
 def test_kpts_frame_is_halo_order_mm():
-    from core.training.recipes import kpts_frame_mm
+    from core.training.recipes.base import kpts_frame_mm
 
     j = torch.as_tensor(np.random.default_rng(1).normal(0, 0.05, (1, 21, 3)))
     out = kpts_frame_mm({"left": j}, j[:, 9:10])["left"]
@@ -163,16 +159,17 @@ def test_init_keep_from_keeps_the_shared_encoder_and_takes_halo_decoders(tmp_pat
     from core.checkpoints import save_checkpoint
     from core.models.halo_base import HaloBaseNet
     from core.models.ref_occ import RefOccNet
-    from core.training.recipes import TrainConfig, make_recipe
+    from core.training.recipes import make_recipe
+    from core.training.recipes.config import TrainConfig
 
     torch.manual_seed(0)
     halo = HaloBaseNet()
     earlier = RefOccNet(ref_occ_config("resnet18"))
     save_checkpoint(tmp_path / "halo.safetensors", halo, "halo_base")
     save_checkpoint(tmp_path / "ref.safetensors", earlier, "ref_occ", config=earlier.cfg)
-    cfg = TrainConfig(network="init", data={"kind": "synth", "first_seed": 0, "count": 2},
-                      init_from="halo.safetensors", init_keep_from="ref.safetensors",
-                      freeze_encoder=True, batch_size=1, points_per_hand=64)  # fmt: skip
+    cfg = TrainConfig.of("init", data={"kind": "synth", "first_seed": 0, "count": 2},
+                          init_from="halo.safetensors", init_keep_from="ref.safetensors",
+                          freeze_encoder=True, batch_size=1, points_per_hand=64)  # fmt: skip
     recipe = make_recipe(cfg, tmp_path)
     net = recipe.build()
     state, before, halo_state = net.state_dict(), earlier.init_occ.state_dict(), halo.state_dict()
@@ -203,17 +200,33 @@ def test_every_shipped_training_config_parses():
     import json
     from pathlib import Path
 
-    from core.training.recipes import NETWORK_NAMES, TrainConfig
+    from core.training.recipes import RECIPE_MODULES
+    from core.training.recipes.config import TrainConfig
 
     files = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.json"))
     assert {f.name for f in files} >= {"shipped.json", "shipped_kpts_finetune.json", "gpu.json", "tiny.json"}
     parsed = 0
     for path in files:
         sections = json.loads(path.read_text())
-        for network in set(sections) & set(NETWORK_NAMES):
+        for network in set(sections) & set(RECIPE_MODULES):
             cfg = TrainConfig.from_sections(sections, network)
             assert cfg.network == network
             parsed += 1
     assert parsed >= 10
     shipped_k = TrainConfig.from_sections(json.loads((files[0].parent / "shipped.json").read_text()), "kpts")
-    assert shipped_k.kpts_graph == "undirected" and shipped_k.identity_init
+    assert shipped_k.options.kpts_graph == "undirected" and shipped_k.options.identity_init
+
+
+def test_an_option_of_another_network_is_an_error():
+    from core.errors import TrainConfigError
+    from core.training.recipes.config import TrainConfig
+
+    with pytest.raises(TrainConfigError, match=r"kpts_loss \(an option of kpts, not of ref\)"):
+        TrainConfig.of("ref", data={}, kpts_loss="mpjpe")
+    with pytest.raises(TrainConfigError, match=r"identity_init \(an option of kpts and ref, not of init\)"):
+        TrainConfig.of("init", data={}, identity_init=True)
+    with pytest.raises(TrainConfigError, match="no_such_key"):
+        TrainConfig.of("halo", data={}, no_such_key=1)
+    cfg = TrainConfig.of("ref", data={}, pen_weight=0.5, lr=0.01)
+    assert cfg.options.pen_weight == 0.5 and cfg.lr == 0.01
+    assert cfg.flat()["pen_weight"] == 0.5 and "kpts_loss" not in cfg.flat()

@@ -16,10 +16,10 @@ from core.synth.samples import SynthConfig, generate_sample, save_sample
 from core.training import losses
 from core.training import ref_cache as rc
 from core.training.datasets import DatasetError, SynthFolderDataset
-from core.training.recipes import (
+from core.training.recipes.config import TrainConfig
+from core.training.recipes.ref import (
     IDENTITY_OFFSET,
     RefRecipe,
-    TrainConfig,
     identity_init_ref_decoder,
     identity_ref_occupancy,
     identity_tail_untouched,
@@ -31,7 +31,7 @@ SPEC = rc.RefCacheSpec(points_per_hand=64, contact_fraction=0.25, anchor_resolut
 
 @pytest.fixture(scope="module")
 def shipped_ref():
-    from core.training.shipping import load_weights_folder
+    from core.models.registry import load_weights_folder
 
     if not (SHIPPED_WEIGHTS_DIR / "ref_occ.safetensors").is_file():
         pytest.skip("no shipped weights")

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from core.synth.samples import SynthConfig, generate_sample, save_sample
-from core.training.recipes import TrainConfig
+from core.training.recipes.config import TrainConfig
 from core.training.trainer import CHECKPOINT_NAME, METRICS_CSV, METRICS_PNG, train
 
 REPO = Path(__file__).resolve().parents[1]

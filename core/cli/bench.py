@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from functools import partial
 from pathlib import Path
 
 
@@ -23,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from core.engine.bench import HEADLINE_KEYS, run_benchmark
+    from core.bench.inputs import golden_dir, golden_state_dict
+    from core.bench.run import HEADLINE_KEYS, run_benchmark
     from core.io.atomic import write_text_atomic
     from core.io.output_set import check_output_file
 
@@ -31,7 +33,11 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(args.json, (".json",), "--json")
     torch.set_num_threads(max(1, args.threads))
     parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
-    report = run_benchmark(quick=args.quick, device=args.device, resolution=args.resolution, parts=parts)
+    folder = golden_dir()  # the golden random weights, where this checkout has the golden set
+    golden = partial(golden_state_dict, folder) if (folder / "weights").is_dir() else None
+    report = run_benchmark(
+        quick=args.quick, device=args.device, resolution=args.resolution, parts=parts, golden_weights=golden
+    )
     text = json.dumps(report, indent=1, default=_jsonable)
     if args.json:
         write_text_atomic(args.json, text)

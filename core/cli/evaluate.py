@@ -1,7 +1,9 @@
-"""``python main.py evaluate --data synthetic:seed=S,count=N [--weights DIR] [--json PATH] [--quick]``
-(or ``--data interhand:PATH``): IoU, Chamfer-L1 and penetration volume of the rows HALO, I,
+"""``python main.py evaluate --data synthetic:seed=S,count=N [--weights DIR] [--json PATH] [--quick]``:
+IoU, Chamfer-L1 and penetration volume of the rows HALO, I,
 I+R (ground-truth keypoints) and K+I, K+I+R (noisy keypoints), and K's MPJPE -- printed as
-tables laid out like the paper's Tables 1, 2 and 4 (see :mod:`core.training.evaluation`)."""
+tables laid out like the paper's Tables 1, 2 and 4 (see :mod:`core.training.evaluation`).
+Only synthetic data: the occupancy metrics need ground-truth meshes, which the InterHand2.6M
+samples here do not have (K on real keypoints: ``python -m core.detect.evaluate_interhand``)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ QUICK = {"resolution": 64, "anchor_resolution": 32, "n_points": 20_000}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="synthetic:seed=S,count=N or interhand:PATH")
+    parser.add_argument("--data", required=True, help="synthetic:seed=S,count=N")
     parser.add_argument(
         "--weights", type=Path, default=None, help="weights folder (default: resources/weights)"
     )
@@ -41,17 +43,13 @@ def parse_data(spec: str) -> tuple[str, dict]:
         if values.get("count", 1) < 1:
             raise InputError("--data synthetic: count must be at least 1")
         return kind, {"seed": values.get("seed", 1234), "count": values.get("count", 200)}
-    if kind == "interhand":
-        if not rest:
-            raise InputError("use --data interhand:PATH (a folder in the reference layout)")
-        return kind, {"path": Path(rest)}
-    raise InputError(f"unknown --data {spec!r}; use synthetic:seed=S,count=N or interhand:PATH")
+    raise InputError(f"unknown --data {spec!r}; use synthetic:seed=S,count=N")
 
 
 def engines(weights: Path | None, device: str):
     from core.engine.backends import SHIPPED_WEIGHTS_DIR, resolve_device
     from core.engine.engine import Engine
-    from core.training.shipping import load_weights_folder
+    from core.models.registry import load_weights_folder
 
     folder = weights or SHIPPED_WEIGHTS_DIR
     if not folder.is_dir():
@@ -72,12 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.json is not None:
         check_output_file(args.json, (".json",), "--json")
-    kind, spec = parse_data(args.data)
-    if kind == "interhand":
-        raise InputError(
-            "--data interhand: evaluation needs ground-truth occupancy of the test split; "
-            "train/evaluate with core.training.datasets.InterHandDataset (see the model card)"
-        )
+    _, spec = parse_data(args.data)
     cfg = evaluation.EvalConfig(resolution=args.resolution, n_points=args.points)
     if args.quick:
         cfg = evaluation.EvalConfig(**QUICK)

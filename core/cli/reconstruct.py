@@ -58,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Check every input and output path, reconstruct, then replace the output set as a unit."""
+    """Long: a command script: check every input and output path, reconstruct, then replace the
+    output set as a unit."""
     from core.engine import Engine
     from core.io.images import load_image_rgb
     from core.io.keypoints import load_keypoints
@@ -160,9 +161,10 @@ def _add_outputs(out, args, rec, camera, mode: str, note, overlay, overlay_name)
             for side in ("left", "right")
             if (m := getattr(rec, side)) is not None
         },
-        "settings": {k: v for k, v in rec.settings.items() if k != "anchors_cam_m"},
+        "settings": rec.settings,
+        "diagnostics": {k: v for k, v in rec.diagnostics.items() if k not in ("anchors_cam_m", "notes")},
         "notes": ([note] if note else [])
-        + list(rec.settings.get("notes", []))
+        + list(rec.diagnostics.get("notes", []))
         + [f"the {side} hand's mesh is empty: no file written for it" for side in _empty_sides(rec)],
     }
     text = json.dumps(report, indent=1, default=str)

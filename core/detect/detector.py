@@ -22,6 +22,7 @@ from core.detect.handedness import assign_sides, chirality_score, label_to_side,
 from core.detect.views import View, contrast_views, full_views, neighbour_views, tile_views
 from core.errors import ImageError
 from core.hand.joints import MANO_WRIST
+from core.hand.mirror import mirror_x
 
 
 @dataclass
@@ -42,11 +43,6 @@ class HandDetection:
     evidence: float
     label_score: float
     source: str = "full"
-
-    @property
-    def image_points(self) -> np.ndarray:
-        """(21, 3) ``(u, v, depth)`` in pixels: a right-handed, camera-aligned 3D frame."""
-        return np.concatenate([self.landmarks_px, self.depth_px[:, None]], axis=1)
 
     @property
     def box_px(self) -> tuple[float, float, float, float]:
@@ -206,7 +202,7 @@ class MediaPipeHandDetector:
             uv, depth = view.to_image(uv_view, depth_view)
             if view.flip:  # a mirrored view sees the other hand and a mirrored world
                 label_side = "left" if label_side == "right" else "right"
-                world_m = world_m * (-1.0, 1.0, 1.0)
+                world_m = mirror_x(world_m)
             out.append(_Candidate(uv, depth, world_m, label_side, float(label.score), view.name))
         return out
 

@@ -24,10 +24,8 @@ import numpy as np
 from core.detect.detector import ImageDetection
 from core.detect.lifting import DEFAULT_METHOD, LIFTING_METHODS, lift_detection
 from core.errors import CheckpointError
-from core.hand.joints import INTERHAND_HAND_SLICES, MANO_WRIST, convert_joints
+from core.hand.joints import HAND_SIDES, INTERHAND_HAND_SLICES, MANO_WRIST, convert_joints
 from core.types import Camera, TwoHandKeypoints
-
-SIDES = ("left", "right")
 
 
 @dataclass
@@ -252,7 +250,9 @@ def evaluate_with_refiner(frames: list[InterHandFrame], detector, refiner, snap_
             continue
         refined = refiner(kp, d.image_rgb, d.frame.camera)
         after = score_keypoints(d.frame, refined, d.views_tried, d.seconds)
-        shift = {s: float(np.linalg.norm(refined.hand(s) - kp.hand(s), axis=1).mean() * 1000) for s in SIDES}
+        shift = {
+            s: float(np.linalg.norm(refined.hand(s) - kp.hand(s), axis=1).mean() * 1000) for s in HAND_SIDES
+        }
         out.append(RefinerComparison(before, after, shift))
     return out
 
@@ -261,7 +261,7 @@ def refiner_summary(rows: list[RefinerComparison]) -> dict:
     """Recall per hand side, and means over the same hands before and after K."""
     hands = [(r, s) for r in rows for s in r.before.found]
     recall = {s: [sum(r.before.found[s] for r, t in hands if t == s), sum(t == s for _, t in hands)]
-              for s in SIDES}
+              for s in HAND_SIDES}
     k_hands = [(r, s) for r, s in hands if r.after is not None and s in r.after.mpjpe_mm]
     k_frames = [r for r in rows if r.after is not None and r.after.root_vector_error_mm is not None]
 
@@ -291,11 +291,15 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.1f}"
 
 
+def _table_head(title: str, columns: list[str]) -> list[str]:
+    """A markdown title and table header."""
+    return [f"### {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def format_table(results: list[FrameResult], title: str) -> str:
-    lines = [f"### {title}", "",
-             "| image | hand | found | MPJPE wrist-aligned (mm) | wrist error (mm) "
-             "| root vector error (mm) | views | time (s) |",
-             "|---|---|---|---|---|---|---|---|"]
+    columns = ["image", "hand", "found", "MPJPE wrist-aligned (mm)", "wrist error (mm)",
+               "root vector error (mm)", "views", "time (s)"]  # fmt: skip
+    lines = _table_head(title, columns)
     for r in results:
         for side in r.found:
             lines.append(
@@ -313,10 +317,9 @@ def format_table(results: list[FrameResult], title: str) -> str:
 
 def format_refiner_table(rows: list[RefinerComparison], title: str) -> str:
     """Before / after K side by side ("after K" columns: '-' where K did not run)."""
-    lines = [f"### {title}", "",
-             "| image | hand | found | MPJPE (mm) | MPJPE after K (mm) | wrist error (mm) | after K "
-             "| root vector error (mm) | after K | K moved joints by (mm) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    columns = ["image", "hand", "found", "MPJPE (mm)", "MPJPE after K (mm)", "wrist error (mm)", "after K",
+               "root vector error (mm)", "after K", "K moved joints by (mm)"]  # fmt: skip
+    lines = _table_head(title, columns)
     for row in rows:
         b, a = row.before, row.after
         for side in b.found:

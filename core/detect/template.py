@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.hand.mirror import mirror_if_left
 from core.types import Camera, TwoHandKeypoints
 
 # Right hand, hand-local metres: x towards the thumb, y from the fingertips to the wrist
@@ -46,12 +47,7 @@ def template_right_hand() -> np.ndarray:
 
 def template_hand(side: str) -> np.ndarray:
     """(21, 3) template hand of ``side``, hand-local metres (left = right mirrored in x)."""
-    hand = template_right_hand()
-    if side == "left":
-        return hand * (-1.0, 1.0, 1.0)
-    if side != "right":
-        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
-    return hand
+    return mirror_if_left(template_right_hand(), side)
 
 
 def template_two_hands_local() -> TwoHandKeypoints:

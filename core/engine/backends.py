@@ -15,21 +15,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core import checkpoints
 from core.engine.hands import HandFrame
 from core.errors import CheckpointError
+from core.geometry.kpts_frame import keypoints_to_kpts_ref_input, kpts_ref_output_to_keypoints
 from core.models.halo_base import HaloBaseNet, load_torch_checkpoint
 from core.models.image_encoder import normalize_image
 from core.models.init_occ import InitOccNet
-from core.models.kpts_ref import KeypointRefiner, keypoints_to_kpts_ref_input, kpts_ref_output_to_keypoints
+from core.models.kpts_ref import KeypointRefiner
 from core.models.ref_occ import AnchorContext, RefOccNet
+from core.models.registry import NETWORKS, build_network, load_network
 from core.types import TwoHandKeypoints
 
 SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "resources" / "weights"
-# Queries per decoder call in R: small chunks keep its (chunk, 10, 200) attention tensors
-# in cache, which is several times faster on CPU than large ones.
 # Our queries come in MISE batches: a fixed depth reference (the wrist) keeps I's output
 # independent of how points are batched (the reference's quirk Q2 is not).
 I_DEPTH_REFERENCE = "wrist"
+# Queries per decoder call in R: small chunks keep its (chunk, 10, 200) attention tensors
+# in cache, which is several times faster on CPU than large ones.
 REF_DECODER_CHUNK_CPU = 512
 REF_DECODER_CHUNK_CUDA = 65536
 
@@ -212,11 +215,19 @@ def _cached_inputs(hand: HandFrame, device: torch.device):
 # --------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------
-def _find_shipped_weights(folder: Path) -> Path | None:
-    for name in ("ref_occ.safetensors", "init_occ.safetensors"):
-        if (folder / name).is_file():
-            return folder / name
+def _first_reconstructing_file(folder: Path) -> Path | None:
+    """R (with I inside) before I alone: the most complete network a weights folder holds."""
+    for name in ("ref_occ", "init_occ"):
+        path = folder / NETWORKS[name].file_name
+        if path.is_file():
+            return path
     return None
+
+
+def _backend_for(network: str, net, device: torch.device):
+    if network == "halo_base":
+        return HaloOnlyBackend(net, device)
+    return Im2HandsBackend(device, **{"ref" if network == "ref_occ" else "init": net})
 
 
 def load_backend(weights: str | Path | None, device: torch.device):
@@ -227,10 +238,8 @@ def load_backend(weights: str | Path | None, device: torch.device):
     * a folder with those files;
     * one file: our ``.safetensors`` or an official ``.pt`` of R (I + R), I (I only) or the
       HALO base model (HALO-only mode)."""
-    from core import checkpoints
-
     if weights is None:
-        path = _find_shipped_weights(SHIPPED_WEIGHTS_DIR)
+        path = _first_reconstructing_file(SHIPPED_WEIGHTS_DIR)
         if path is None:
             raise CheckpointError(
                 f"no shipped weights in {SHIPPED_WEIGHTS_DIR}; pass weights= an Im2Hands checkpoint or, for "
@@ -239,52 +248,26 @@ def load_backend(weights: str | Path | None, device: torch.device):
         return load_backend(path.parent, device)
     path = Path(weights)
     if path.is_dir():
-        main = _find_shipped_weights(path)
+        main = _first_reconstructing_file(path)
         if main is None:
             raise CheckpointError(f"{path} holds neither ref_occ.safetensors nor init_occ.safetensors")
         backend = load_backend(main, device)
-        kpts_path = path / "kpts_ref.safetensors"
+        kpts_path = path / NETWORKS["kpts_ref"].file_name
         if kpts_path.is_file() and isinstance(backend, Im2HandsBackend):
-            backend.kpts = _load_our_network(kpts_path, device)
+            backend.kpts = load_network(kpts_path, device)
         return backend
     if not path.is_file():
         raise CheckpointError(f"weights not found: {path}")
-    network = _network_of(path)
-    if path.suffix == checkpoints.OUR_SUFFIX:
-        # Our files carry their network config (backbone, widths), so build from it.
-        net = _load_our_network(path, device)
-        if network == "halo_base":
-            return HaloOnlyBackend(net, device)
-        if network in ("ref_occ", "init_occ"):
-            return Im2HandsBackend(device, **{"ref" if network == "ref_occ" else "init": net})
-    if network == "halo_base":
-        net = HaloBaseNet()
-        checkpoints.load_weights(net, path, "halo_base")
-        return HaloOnlyBackend(net, device)
-    if network == "ref_occ":
-        net = RefOccNet()
-        checkpoints.load_weights(net, path, "ref_occ")
-        return Im2HandsBackend(device, ref=net)
-    if network == "init_occ":
-        net = InitOccNet()
-        checkpoints.load_weights(net, path, "init_occ")
-        return Im2HandsBackend(device, init=net)
-    raise CheckpointError(f"{path.name} holds network {network!r}, which cannot reconstruct meshes")
-
-
-def _load_our_network(path: Path, device: torch.device):
-    """One of our safetensors files (config in its header; tensors shared with a sibling
-    file such as the shipped ``encoder.safetensors`` merged in)."""
-    from core.training.shipping import load_packed_network
-
-    return load_packed_network(path, device)
-
-
-def _network_of(path: Path) -> str:
-    from core import checkpoints
-
-    if path.suffix == checkpoints.OUR_SUFFIX:
-        return checkpoints.read_checkpoint_info(path).network
-    data = load_torch_checkpoint(path)
-    kind = checkpoints.detect_official_kind(path, data)
-    return {"halo_base": "halo_base", "ref_occ": "ref_occ", "init_occ": "init_occ"}.get(kind, kind)
+    ours = path.suffix == checkpoints.OUR_SUFFIX
+    if ours:
+        network = checkpoints.read_checkpoint_info(path).network
+    else:
+        network = checkpoints.detect_official_kind(path, load_torch_checkpoint(path))
+    if network not in NETWORKS or not NETWORKS[network].reconstructs:
+        raise CheckpointError(f"{path.name} holds network {network!r}, which cannot reconstruct meshes")
+    if ours:  # our files carry their network config (backbone, widths), so build from it
+        net = load_network(path, device)
+    else:
+        net = build_network(network, None)
+        checkpoints.load_weights(net, path, network)
+    return _backend_for(network, net, device)

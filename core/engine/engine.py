@@ -1,6 +1,7 @@
 """The reconstruction engine: image + keypoints -> two hand meshes, fast.
 
-Pipeline of one call (official_code.md §A.1, §G), with the reference's repeated work removed:
+Pipeline of one call (../shared/reference/official_code.md §A.1, §G), with the reference's
+repeated work removed:
 
 1. validate the keypoints (per hand) and the image; canonicalise each present hand;
 2. crop the image around both hands (256 px, hands fill 80 %), encode it -- **cached**
@@ -30,7 +31,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.engine.backends import HaloOnlyBackend, Im2HandsBackend, ImageFeatures, load_backend, resolve_device
+from core.engine.assemble import assemble_reconstruction, mark_penetration
+from core.engine.backends import (
+    HaloOnlyBackend,
+    Im2HandsBackend,
+    ImageFeatures,
+    autocast,
+    load_backend,
+    resolve_device,
+)
 from core.engine.hands import GLOBAL_SCALE, HandFrame, hand_frames
 from core.engine.image_input import (
     crop_for_keypoints,
@@ -47,14 +56,15 @@ from core.engine.mise import (
     MultiResolutionGrid,
     run_multiresolution,
 )
-from core.engine.penetration import HandField, penetration_region
+from core.engine.penetration import HandField
+from core.engine.prepare import prepare_inputs
 from core.engine.settings import ReconstructionSettings
 from core.engine.skeleton_mask import far_from_skeleton
-from core.errors import ImageError, InputError, KeypointError
+from core.engine.values import EvaluationCounts, ExactRefValues, GuidedRefValues, InitValues
+from core.errors import InputError
 from core.models.ref_occ import AnchorContext
 from core.types import Camera, HandMesh, Reconstruction, TwoHandKeypoints
 
-SIDES = ("left", "right")
 FEATURE_CACHE_SIZE = 2
 HAND_CACHE_SIZE = 4
 
@@ -258,93 +268,43 @@ class Engine:
 
 
 class _Job:
-    """One reconstruction request: validated inputs, features, anchors and every value
-    computed so far, shared by its preview and final stages."""
+    """One reconstruction request: its prepared inputs, R's anchors and every value computed
+    so far, shared by its preview and final stages."""
 
     def __init__(self, engine: Engine, image, camera, keypoints, settings, should_cancel):
-        t0 = time.perf_counter()
-        if not isinstance(settings, ReconstructionSettings):
-            raise InputError(f"settings must be a ReconstructionSettings, got {type(settings).__name__}")
-        if not isinstance(camera, Camera):
-            raise InputError(f"camera must be a core.types.Camera, got {type(camera).__name__}")
-        if not isinstance(keypoints, TwoHandKeypoints):
-            raise InputError(
-                f"keypoints must be a core.types.TwoHandKeypoints, got {type(keypoints).__name__}"
-            )
-        self.engine = engine
+        self.inputs = prepare_inputs(engine, image, camera, keypoints, settings)
         self.backend = engine.backend
         self.settings = settings
-        self.camera = camera
+        self.frames = dict(self.inputs.frames)
         self.should_cancel = should_cancel
-        self.device = resolve_device(settings.device) if settings.device != "auto" else engine.device
-        if self.device != self.backend.device:
-            raise InputError(
-                f"this engine runs on {self.backend.device}; create Engine(device={settings.device!r}) "
-                "to reconstruct there"
-            )
-        self.timings: dict[str, float] = {}
-        self.notes: list[str] = []
-        self.evaluations = {
-            "init_occ": 0,
-            "ref_occ": 0,
-            "ref_guided": 0,
-            "skipped": 0,
-            "reused": 0,
-            "init_reused": 0,
-        }
-
-        frames = hand_frames(keypoints)
-        if self.backend.needs_image:
-            if image is None:
-                raise ImageError("this engine (Im2Hands networks) needs the image, not only keypoints")
-            validate_image(image, camera)
-        elif image is not None:
-            validate_image(image, camera)
-        self.timings["validate"] = time.perf_counter() - t0
-
-        self.features = None
-        self.features_key = None  # None in the HALO-only mode (no image)
-        self.cache_hit = False
-        use_k = settings.use_keypoint_refiner and self.backend.has_keypoint_refiner
-        with torch.inference_mode():
-            if self.backend.needs_image:
-                t = time.perf_counter()
-                self.features, self.cache_hit, self.features_key = engine._features(
-                    image, camera, frames, use_k
-                )
-                self.timings["image_features"] = time.perf_counter() - t
-            if settings.use_keypoint_refiner and not use_k:
-                self.notes.append("keypoint refiner asked for but these weights have no network K")
-            if use_k:
-                t = time.perf_counter()
-                refined = self.backend.refine_keypoints(self.features, keypoints)
-                self.timings["keypoint_refiner"] = time.perf_counter() - t
-                if keypoints.left is None or keypoints.right is None:
-                    self.notes.append("keypoint refiner skipped: it needs both hands")
-                try:
-                    frames = hand_frames(refined)
-                    keypoints = refined
-                except KeypointError as exc:  # e.g. untrained weights: keep what the user gave
-                    self.notes.append(
-                        f"network K's output was unusable ({exc}); the input keypoints were used"
-                    )
-        self.keypoints = keypoints.copy()
-        self.frames = frames
-        self.refine = self.backend.has_refinement and settings.use_refinement
-        if self.refine and len(frames) < 2:
-            self.refine = False
-            self.notes.append("one hand only: reconstructed with network I alone (R needs both hands)")
+        self.refine = self.inputs.refine  # turns False when I finds no surface for the anchors
+        self.notes = list(self.inputs.notes)
+        self.timings: dict[str, float] = dict(self.inputs.timings_s)
+        self.counts = EvaluationCounts()
         store_res = max(settings.resolution, settings.preview_resolution, settings.anchor_resolution)
         self.hands = {
-            side: engine._hand_state(self.features_key, frame, settings, store_res)
-            for side, frame in frames.items()
+            side: engine._hand_state(self.inputs.features_key, frame, settings, store_res)
+            for side, frame in self.frames.items()
         }
-        self.init_values = {s: h.init_values for s, h in self.hands.items()}
-        self.ref_values = {s: LatticeValues(store_res) for s in frames}
-        self.anchor_context = None
+        self.init_values = InitValues(
+            self.backend,
+            self.inputs.features,
+            self.frames,
+            {s: h.init_values for s, h in self.hands.items()},
+            settings.half_precision,
+            settings.points_per_batch,
+            self.counts,
+        )
+        self.ref_stores = {s: LatticeValues(store_res) for s in self.frames}
+        self.anchor_context: AnchorContext | None = None
         self.anchors_cam_m: dict[str, np.ndarray] = {}
+        self.fields: dict[str, HandField] = {}  # the last stage's occupancy, camera frame
         self._skip: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
-        self.setup_s = time.perf_counter() - t0
+        self._stages_done = 0
+
+    @property
+    def features(self) -> ImageFeatures | None:
+        return self.inputs.features
 
     # -- helpers --------------------------------------------------------------------------------
     def _grid(
@@ -366,32 +326,8 @@ class _Job:
             prior=store.prior_for(resolution),
         )
 
-    def _init_values(self, side: str, points_box: np.ndarray, ijk: np.ndarray, n: int) -> np.ndarray:
-        """I's occupancy at lattice points (reused where known, evaluated elsewhere)."""
-        store = self.init_values[side]
-        found, values = store.lookup(ijk, n)
-        missing = ~found
-        self.evaluations["init_reused"] += int(found.sum())
-        if missing.any():
-            values[missing] = self._batched(
-                lambda p: self.backend.init_occupancy(
-                    self.features, self.frames[side], p, self.settings.half_precision
-                ),
-                points_box[missing],
-            )
-            store.add(ijk[missing], n, values[missing])
-            self.evaluations["init_occ"] += int(missing.sum())
-        return values
-
-    def _batched(self, fn: Callable[[np.ndarray], np.ndarray], points: np.ndarray) -> np.ndarray:
-        step = self.settings.points_per_batch
-        if len(points) <= step:
-            return fn(points)
-        return np.concatenate([fn(points[i : i + step]) for i in range(0, len(points), step)])
-
     def _extract(self, grids: dict[str, MultiResolutionGrid], evaluate_side) -> None:
         sides = list(grids)
-        cancel = self.should_cancel
 
         def evaluate(queries: list[np.ndarray]) -> list[np.ndarray]:
             out = []
@@ -403,10 +339,10 @@ class _Job:
                 out.append(evaluate_side(side, q, ijk, grid.resolution))
             return out
 
-        run_multiresolution(list(grids.values()), evaluate, cancel)
+        run_multiresolution(list(grids.values()), evaluate, self.should_cancel)
         for g in grids.values():
-            self.evaluations["skipped"] += g.skipped_points
-            self.evaluations["reused"] += g.reused_points
+            self.counts.skipped += g.skipped_points
+            self.counts.reused += g.reused_points
 
     def _mesh(self, side: str, grid: DenseGrid) -> HandMesh:
         vertices_box, faces = extract_mesh_box(grid)
@@ -427,11 +363,11 @@ class _Job:
         kept = {side: h for side, h in self.hands.items() if h.anchor_key == anchor_key}
         t = time.perf_counter()
         grids = {
-            side: self._grid(side, s.anchor_resolution, s.threshold_init, self.init_values[side])
+            side: self._grid(side, s.anchor_resolution, s.threshold_init, self.init_values.stores[side])
             for side in self.frames
             if side not in kept
         }
-        self._extract(grids, self._init_values)
+        self._extract(grids, self.init_values)
         meshes = {side: self._mesh(side, g.to_dense()) for side, g in grids.items()}
         self.timings["init_occupancy"] = time.perf_counter() - t
         t = time.perf_counter()
@@ -444,7 +380,7 @@ class _Job:
         for side, h in kept.items():
             self.anchors_cam_m[side] = h.anchors_cam_m
         reuse = {side: h.anchor_context for side, h in kept.items()}
-        with autocast_ctx(self):
+        with autocast(self.backend.device, s.half_precision):
             self.anchor_context = self.backend.encode_anchors(
                 self.features, self.frames, self.anchors_cam_m, reuse=reuse
             )
@@ -453,80 +389,48 @@ class _Job:
             h.anchor_context = self.anchor_context
         self.timings["anchors"] = time.perf_counter() - t
 
-    def _ref_values(self, side: str, points_box: np.ndarray, ijk: np.ndarray, n: int) -> np.ndarray:
+    def _ref_source(self) -> ExactRefValues | GuidedRefValues:
+        exact = ExactRefValues(self.init_values, self.anchor_context, self.ref_stores)
         coarse = self.settings.refinement_resolution
-        if coarse is not None and n > coarse:
-            return self._guided_ref_values(side, points_box, ijk, n, coarse)
-        return self._ref_values_exact(side, points_box, ijk, n, self._init_values(side, points_box, ijk, n))
+        return exact if coarse is None else GuidedRefValues(exact, coarse)
 
-    def _ref_values_exact(
-        self, side: str, points_box: np.ndarray, ijk: np.ndarray, n: int, init: np.ndarray
-    ) -> np.ndarray:
-        frame = self.frames[side]
-        values = self._batched(
-            lambda p: self.backend.ref_occupancy(
-                self.features, self.anchor_context, frame, p[:, :3], p[:, 3], self.settings.half_precision
-            ),
-            np.concatenate([points_box, init[:, None]], axis=1),
-        )
-        self.ref_values[side].add(ijk, n, values)
-        self.evaluations["ref_occ"] += len(values)
-        return values
-
-    def _guided_ref_values(
-        self, side: str, points_box: np.ndarray, ijk: np.ndarray, n: int, coarse: int
-    ) -> np.ndarray:
-        """R's field at lattice-``n`` points approximated from the coarse lattice (see
-        ``ReconstructionSettings.refinement_resolution``): sigmoid(logit I(x) + trilinear
-        interpolation of logit R - logit I over the enclosing coarse cell). Every point of
-        a cell that MISE refines has its 8 coarse corners evaluated; points whose corners
-        are not all known (none in practice) get R exactly."""
-        init = self._init_values(side, points_box, ijk, n)
-        factor = n // coarse
-        ijk = np.asarray(ijk, dtype=np.int64)
-        base = np.minimum(ijk // factor, coarse - 1)
-        frac = (ijk - base * factor).astype(np.float32) / factor
-        correction = np.zeros(len(ijk), np.float32)
-        known = np.ones(len(ijk), dtype=bool)
-        for corner in np.ndindex(2, 2, 2):
-            c = np.asarray(corner)
-            at = base + c
-            r_found, r_val = self.ref_values[side].lookup(at, coarse)
-            i_found, i_val = self.init_values[side].lookup(at, coarse)
-            known &= r_found & i_found
-            weight = np.prod(np.where(c == 1, frac, 1.0 - frac), axis=1)
-            correction += weight * (_logit(r_val) - _logit(i_val))
-        values = _sigmoid(_logit(init) + correction)
-        if not known.all():
-            values[~known] = self._ref_values_exact(side, points_box[~known], ijk[~known], n, init[~known])
-        self.ref_values[side].add(ijk[known], n, values[known])
-        self.evaluations["ref_guided"] += int(known.sum())
-        return values
-
-    # -- one stage ------------------------------------------------------------------------------
-    def stage(self, resolution: int, name: str) -> Reconstruction:
+    def _occupancy_grids(self, resolution: int, timings: dict[str, float]) -> dict[str, MultiResolutionGrid]:
+        """Both hands' extraction at ``resolution``: R's field when it runs, else I's."""
         s = self.settings
-        t_stage = time.perf_counter()
-        timings = dict(self.timings)
         with torch.inference_mode():
             if self.refine:
                 self._ensure_anchors()
                 timings.update(self.timings)
             t = time.perf_counter()
             if self.refine:
-                grids = {
-                    side: self._grid(side, resolution, s.threshold_ref, self.ref_values[side])
-                    for side in self.frames
-                }
-                self._extract(grids, self._ref_values)
+                stores, threshold = self.ref_stores, s.threshold_ref
+            else:
+                stores, threshold = self.init_values.stores, s.threshold_init
+            grids = {side: self._grid(side, resolution, threshold, stores[side]) for side in self.frames}
+            if self.refine:
+                self._extract(grids, self._ref_source())
                 timings["refined_occupancy"] = time.perf_counter() - t
             else:
-                grids = {
-                    side: self._grid(side, resolution, s.threshold_init, self.init_values[side])
-                    for side in self.frames
-                }
-                self._extract(grids, self._init_values)
+                self._extract(grids, self.init_values)
                 timings["init_occupancy"] = timings.get("init_occupancy", 0.0) + time.perf_counter() - t
+        return grids
+
+    def _diagnostics(self, stage: str) -> dict:
+        return dict(
+            mode=self.backend.mode,
+            device=str(self.backend.device),
+            refinement_used=self.refine,
+            cache_hit=self.inputs.cache_hit,
+            evaluations=self.counts.as_dict(),
+            notes=list(self.notes),
+            anchors_cam_m={k: v.tolist() for k, v in self.anchors_cam_m.items()} if stage == "final" else {},
+        )
+
+    # -- one stage ------------------------------------------------------------------------------
+    def stage(self, resolution: int, name: str) -> Reconstruction:
+        t_stage = time.perf_counter()
+        timings = dict(self.timings)
+        grids = self._occupancy_grids(resolution, timings)
 
         t = time.perf_counter()
         dense = {side: g.to_dense() for side, g in grids.items()}
@@ -534,74 +438,17 @@ class _Job:
         timings["meshes"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        region = None
-        fields = {side: HandField(dense[side], self.frames[side].cam_to_box) for side in meshes}
-        self.fields = fields  # each hand's occupancy in the camera frame (for comparisons)
-        if s.penetration and len(meshes) == 2 and not any(m.is_empty for m in meshes.values()):
-            for side, other in (("left", "right"), ("right", "left")):
-                meshes[side].inside_other = fields[other].contains(meshes[side].vertices)
-            bounds = {side: np.stack([m.vertices.min(0), m.vertices.max(0)]) for side, m in meshes.items()}
-            # Sample the overlap no finer than half a grid cell of this stage (metres).
-            cell_m = s.box_size * GLOBAL_SCALE / resolution
-            region = penetration_region(
-                fields["left"],
-                fields["right"],
-                bounds["left"],
-                bounds["right"],
-                max(s.penetration_spacing_m, 0.5 * cell_m),
-            )
-        else:
-            for m in meshes.values():
-                m.inside_other = np.zeros(len(m.vertices), dtype=bool)
+        self.fields = {side: HandField(dense[side], self.frames[side].cam_to_box) for side in meshes}
+        region = mark_penetration(meshes, self.fields, self.settings, resolution)
         timings["penetration"] = time.perf_counter() - t
         stage_s = time.perf_counter() - t_stage
         timings["stage"] = stage_s
         # The first stage of a job also pays for validation, image features and K.
-        timings["total"] = stage_s + (0.0 if self._stages_done else self.setup_s)
+        timings["total"] = stage_s + (0.0 if self._stages_done else self.inputs.setup_s)
         self._stages_done += 1
-
-        info = dict(s.to_dict())
-        info.update(
-            mode=self.backend.mode,
-            device=str(self.backend.device),
-            refinement_used=self.refine,
-            cache_hit=self.cache_hit,
-            evaluations=dict(self.evaluations),
-            notes=list(self.notes),
-            anchors_cam_m={k: v.tolist() for k, v in self.anchors_cam_m.items()} if name == "final" else {},
+        return assemble_reconstruction(
+            self.inputs, meshes, region, resolution, name, timings, self._diagnostics(name)
         )
-        return Reconstruction(
-            left=meshes.get("left"),
-            right=meshes.get("right"),
-            keypoints=self.keypoints.copy(),
-            camera=self.camera,
-            penetration_volume_cm3=0.0 if region is None else float(region.volume_cm3),
-            penetration_mesh=None if region is None else HandMesh(region.vertices_cam_m, region.faces),
-            resolution=resolution,
-            stage=name,
-            timings_s=timings,
-            settings=info,
-        )
-
-    _stages_done = 0
-
-
-def autocast_ctx(job: _Job):
-    from core.engine.backends import autocast
-
-    return autocast(job.backend.device, job.settings.half_precision)
-
-
-_LOGIT_CLIP = 1e-6  # keeps logits finite where an occupancy saturates in float32
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, _LOGIT_CLIP, 1.0 - _LOGIT_CLIP)
-    return np.log(p) - np.log1p(-p)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return (0.5 * (1.0 + np.tanh(0.5 * x))).astype(np.float32)
 
 
 def sample_anchors(mesh: HandMesh, count: int, seed: int) -> np.ndarray:

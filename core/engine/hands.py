@@ -56,16 +56,7 @@ class HandFrame:
 
     def network_inputs(self, device: torch.device) -> HandInputs:
         """Inputs of networks I / R for this hand (batch of one, float32)."""
-        root_xyz = self.wrist_cam_m * (np.array([-1.0, 1.0, 1.0]) if self.side == "left" else 1.0)
-        f32 = dict(dtype=torch.float32, device=device)
-        return HandInputs(
-            unpose_mats=self.halo.unpose_mats.to(device=device),
-            bone_lengths=self.halo.bone_lengths.to(**f32),
-            root_rot_mat=self.halo.root_rot_mat.to(**f32),
-            root_xyz=torch.as_tensor(root_xyz[None], **f32),
-            cam_R=torch.eye(3, **f32)[None],
-            cam_T=torch.zeros(1, 3, **f32),
-        )
+        return HandInputs.from_camera_frame(self.halo, torch.as_tensor(self.wrist_cam_m[None]), device)
 
     def halo_base_inputs(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(unpose matrices (1, 16, 4, 4) float64, bone lengths (1, 16) float32) of the HALO

@@ -2,7 +2,7 @@
 
 Per hand, network query points ``p`` live in the hand's HALO canonical frame in
 normalised units (canonical metres / ``global_scale`` = 0.4). The official chain back to
-the camera frame (official_code.md §2.3 step 5) is::
+the camera frame (../shared/reference/official_code.md §2.3 step 5) is::
 
     x = p * 0.4                      canonical metres
     x = x @ root_rot_mat[:3, :3]     inverse root rotation (row vectors x M = M^T x)
@@ -23,24 +23,12 @@ from __future__ import annotations
 import torch
 
 from core.geometry.canonical import GLOBAL_SCALE, canon_norm_to_posed_m
-
-SIDES = ("left", "right")
-
-
-def _check_side(side: str) -> None:
-    if side not in SIDES:
-        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
-
-
-def mirror_x(points: torch.Tensor) -> torch.Tensor:
-    """Negate x (left hands are mirrored into right hands and back)."""
-    return points * points.new_tensor([-1.0, 1.0, 1.0])
+from core.hand.mirror import mirror_if_left
 
 
 def root_xyz_to_wrist_m(root_xyz: torch.Tensor, side: str) -> torch.Tensor:
     """The networks' ``root_xyz`` (x negated for left hands) -> the wrist position (B, 3)."""
-    _check_side(side)
-    return mirror_x(root_xyz) if side == "left" else root_xyz
+    return mirror_if_left(root_xyz, side)
 
 
 def world_to_camera(points_world_m: torch.Tensor, cam_R: torch.Tensor, cam_T: torch.Tensor) -> torch.Tensor:
@@ -99,3 +87,38 @@ def pixels_to_grid(uv: torch.Tensor, image_size: int) -> torch.Tensor:
     (official: (u - size/2) / (size/2), used with align_corners=True)."""
     half = image_size / 2.0
     return (uv - half) / half
+
+
+# --- network R's frames ------------------------------------------------------------------
+ANCHOR_UNITS_PER_M = 1000.0  # anchor meshes are stored in millimetres
+
+
+def camera_to_network_frame(points_cam_m: torch.Tensor) -> torch.Tensor:
+    """Camera frame (x right, y down, z forward) -> R's frame: y and z negated."""
+    return points_cam_m * points_cam_m.new_tensor([1.0, -1.0, -1.0])
+
+
+def anchors_mm_to_camera(anchors_mm: torch.Tensor, hand, side: str) -> torch.Tensor:
+    """Anchor points (B, N, 3), mm, wrist-relative posed frame (left hand un-mirrored)
+    -> camera frame metres. ``hand.root_xyz`` follows the official convention (x negated
+    for the left hand), so the true wrist is ``root_xyz * (-1, 1, 1)`` there."""
+    wrist = mirror_if_left(hand.root_xyz.to(anchors_mm.dtype), side)
+    world = anchors_mm / ANCHOR_UNITS_PER_M + wrist.unsqueeze(-2)
+    return world_to_camera(world, hand.cam_R, hand.cam_T)
+
+
+def camera_to_canonical(points_cam_m: torch.Tensor, hand, side: str, global_scale: float) -> torch.Tensor:
+    """Inverse of :func:`canonical_to_camera`: camera metres (B, N, 3) -> the hand's
+    canonical frame in normalised units (``hand``: network I/R inputs, ``HandInputs``)."""
+    R = hand.cam_R.to(points_cam_m.dtype)
+    world = torch.matmul(points_cam_m - hand.cam_T.to(points_cam_m.dtype).unsqueeze(-2), R)  # R^T (x - T)
+    world = mirror_if_left(world, side)
+    rel = world - hand.root_xyz.to(points_cam_m.dtype).unsqueeze(-2)
+    rot = hand.root_rot_mat[..., :3, :3].to(points_cam_m.dtype)
+    return torch.matmul(rel, rot.transpose(-1, -2)) / global_scale
+
+
+def bbox_centre(*point_sets: torch.Tensor) -> torch.Tensor:
+    """Centre (B, 3) of the axis-aligned box around all given (B, N_i, 3) point sets."""
+    points = torch.cat(point_sets, dim=1)
+    return 0.5 * (points.amax(dim=1) + points.amin(dim=1))

@@ -48,6 +48,7 @@ from core.hand.joints import (
     MANO_WRIST,
     NUM_JOINTS,
 )
+from core.hand.mirror import mirror_if_left
 
 GLOBAL_SCALE = 0.4  # canonical metres per normalised unit
 # Canonical angles of HALO's straight hand (radians).
@@ -153,19 +154,12 @@ def _as_float64(x, like: torch.Tensor | None = None) -> torch.Tensor:
     return torch.as_tensor(np.asarray(x), dtype=torch.float64, device=device)
 
 
-def _mirror_x(points: torch.Tensor, side: str) -> torch.Tensor:
-    """Left hands are mirrored x -> -x (an involution: the same call un-mirrors)."""
-    if side == "right":
-        return points
-    return points * points.new_tensor([-1.0, 1.0, 1.0])
-
-
 def wrist_relative_halo_joints(joints_mano_m, side: str) -> torch.Tensor:
     """(..., 21, 3) posed mano-order metres -> wrist-relative, ``halo`` order, left x-mirrored."""
     _check_side(side)
     joints = _as_float64(joints_mano_m)
     relative = joints - joints[..., MANO_WRIST : MANO_WRIST + 1, :]
-    return _mirror_x(relative[..., list(MANO_TO_HALO), :], side)
+    return mirror_if_left(relative[..., list(MANO_TO_HALO), :], side)
 
 
 # --------------------------------------------------------------------------------------
@@ -345,6 +339,7 @@ def pose_converter(
     root bones). The rest stays float64. This roughly halves the typical difference to the
     official matrices; the remaining ~1e-5 comes from float32 rounding upstream of the angles,
     which cannot be reproduced without the exact official op sequence.
+    Long: the reference's PoseConverter forward in its own order, for golden comparison.
     """
     batch = joints_canon_biomech.shape[:-2]
     joints = joints_canon_biomech.reshape(-1, NUM_JOINTS, 3)
@@ -548,7 +543,7 @@ def canon_norm_to_posed_m(points_canon_norm, root_rot_mat, wrist_m, side: str) -
     rot = _as_float64(root_rot_mat, p)[..., :3, :3]
     wrist = _as_float64(wrist_m, p)
     rel = (p * GLOBAL_SCALE) @ rot  # row vectors times R == R^T applied to columns
-    return _mirror_x(rel, side) + wrist[..., None, :]
+    return mirror_if_left(rel, side) + wrist[..., None, :]
 
 
 def posed_m_to_canon_norm(points_posed_m, root_rot_mat, wrist_m, side: str) -> torch.Tensor:
@@ -557,5 +552,5 @@ def posed_m_to_canon_norm(points_posed_m, root_rot_mat, wrist_m, side: str) -> t
     x = _as_float64(points_posed_m)
     rot = _as_float64(root_rot_mat, x)[..., :3, :3]
     wrist = _as_float64(wrist_m, x)
-    rel = _mirror_x(x - wrist[..., None, :], side)
+    rel = mirror_if_left(x - wrist[..., None, :], side)
     return (rel @ rot.transpose(-1, -2)) / GLOBAL_SCALE

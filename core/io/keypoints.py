@@ -44,13 +44,12 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import InputError, KeypointFileError
-from core.hand.joints import INTERHAND_HAND_SLICES, NUM_JOINTS, ORDERS, convert_joints
+from core.hand.joints import HAND_SIDES, INTERHAND_HAND_SLICES, NUM_JOINTS, ORDERS, convert_joints
 from core.io.atomic import write_text_atomic
 from core.types import Camera, TwoHandKeypoints
 
 FORMAT_NAME = "im2hands-studio/keypoints"
 FORMAT_VERSION = 1
-SIDES = ("left", "right")
 _UNIT_SCALE_TO_M = {"m": 1.0, "mm": 1e-3, "cm": 1e-2}
 
 
@@ -270,7 +269,7 @@ def _parse_keypoint_doc(doc: object, path: Path) -> KeypointFile:
         where = f"{path}: frame {i}"
         if not isinstance(entry, dict):
             raise KeypointFileError(f"{where} must be an object")
-        hands = {s: _parse_hand(entry.get(s), f"{where} {s} hand", scale, order) for s in SIDES}
+        hands = {s: _parse_hand(entry.get(s), f"{where} {s} hand", scale, order) for s in HAND_SIDES}
         visibility = None
         if entry.get("visibility") is not None:
             visibility = {}
@@ -278,7 +277,7 @@ def _parse_keypoint_doc(doc: object, path: Path) -> KeypointFile:
                 raise KeypointFileError(f"{where}: 'visibility' must be an object with 'left'/'right'")
             for s, v in entry["visibility"].items():
                 arr = np.asarray(v, dtype=bool)
-                if s not in SIDES or arr.shape != (NUM_JOINTS,):
+                if s not in HAND_SIDES or arr.shape != (NUM_JOINTS,):
                     raise KeypointFileError(
                         f"{where}: visibility needs 21 booleans per side, got {s!r} {arr.shape}"
                     )
@@ -299,11 +298,11 @@ def _ply_pair_paths(path: str | Path) -> dict[str, Path]:
     """``x_left.ply`` / ``x_right.ply`` / ``x`` -> both partner paths."""
     p = Path(path)
     stem = p.name[: -len(".ply")] if p.name.endswith(".ply") else p.name
-    for s in SIDES:
+    for s in HAND_SIDES:
         if stem.endswith("_" + s):
             stem = stem[: -len(s) - 1]
             break
-    return {s: p.with_name(f"{stem}_{s}.ply") for s in SIDES}
+    return {s: p.with_name(f"{stem}_{s}.ply") for s in HAND_SIDES}
 
 
 def _write_ply_points(path: Path, points: np.ndarray) -> None:
@@ -339,7 +338,7 @@ def save_keypoints_ply_pair(path_prefix: str | Path, keypoints: TwoHandKeypoints
     """Write ``<prefix>_left.ply`` / ``<prefix>_right.ply`` for the hands present."""
     paths = _ply_pair_paths(path_prefix)
     written = []
-    for s in SIDES:
+    for s in HAND_SIDES:
         joints = keypoints.hand(s)
         if joints is not None:
             _write_ply_points(paths[s], _checked_hand(joints))
@@ -431,7 +430,7 @@ def load_interhand_keypoints(path: str | Path, image_path: str | Path) -> tuple[
 
     cam_m = (world_mm - campos_mm) @ camrot.T / 1000.0  # X_cam = camrot @ (X_world - campos)
     hands = {}
-    for side in SIDES:
+    for side in HAND_SIDES:
         sl = INTERHAND_HAND_SLICES[side]
         ok = bool(valid[sl].all()) and np.all(np.isfinite(cam_m[sl]))
         hands[side] = np.asarray(convert_joints(cam_m[sl], "interhand", "mano")) if ok else None

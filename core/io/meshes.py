@@ -104,13 +104,3 @@ def save_mesh(path: str | Path, mesh: HandMesh, file_format: str | None = None) 
     with atomic_path(path) as tmp:
         to_trimesh(mesh).export(tmp, file_type=fmt)
     return path
-
-
-def load_mesh(path: str | Path) -> HandMesh:
-    import trimesh
-
-    try:
-        loaded = trimesh.load(path, force="mesh", process=False)
-    except Exception as exc:
-        raise InputError(f"cannot read mesh {path}: {exc}") from exc
-    return HandMesh(np.asarray(loaded.vertices, np.float32), np.asarray(loaded.faces, np.int32))

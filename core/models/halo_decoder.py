@@ -4,7 +4,7 @@ Official key layout (module attribute ``left_decoder`` / ``right_decoder`` in I,
 ``decoder`` in the HALO base model): ``global_proj{b}`` (48 -> 8), ``bone_encoder.linear1``
 (16 -> 40) / ``linear2`` (40 -> 16), and ``lin{b}_{0..4}`` per part b.
 
-Per query point x and part b (official_code.md §A.3.3):
+Per query point x and part b (../shared/reference/official_code.md §A.3.3):
 
 * x_b = (C_b [x; 1])[:3] (float64 in Im2Hands, float32 in HALO: ``projection_dtype``);
 * input h0 = [x_b (3), bone length l_b (1), bone latent (16), global_proj_b(G) (8)], where

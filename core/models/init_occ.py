@@ -25,12 +25,13 @@ from torch import nn
 
 from core.errors import ImageError, InputError
 from core.geometry import camera_ops
+from core.geometry.canonical import HaloInputs
+from core.hand.joints import HAND_SIDES
+from core.hand.mirror import mirror_if_left
 from core.models.attention import ImgEx
 from core.models.config import InitOccConfig
 from core.models.halo_decoder import HaloPartDecoder, occupancy_from_logits
 from core.models.image_encoder import IMAGE_SIZE, ImageEncoding, build_image_encoder
-
-SIDES = ("left", "right")
 
 
 @dataclass
@@ -49,6 +50,22 @@ class HandInputs:
     root_xyz: torch.Tensor
     cam_R: torch.Tensor
     cam_T: torch.Tensor
+
+    @classmethod
+    def from_camera_frame(cls, halo: HaloInputs, wrist_cam_m: torch.Tensor, device) -> HandInputs:
+        """The inputs of one hand whose keypoints are in the camera frame (world = camera:
+        ``cam_R`` = I, ``cam_T`` = 0): ``halo`` its canonicalisation (batch B), ``wrist_cam_m``
+        (B, 3) its wrist. The one constructor of the engine and the training batches."""
+        f32 = dict(dtype=torch.float32, device=device)
+        batch = wrist_cam_m.shape[0]
+        return cls(
+            unpose_mats=halo.unpose_mats.to(device=device),
+            bone_lengths=halo.bone_lengths.to(**f32),
+            root_rot_mat=halo.root_rot_mat.to(**f32),
+            root_xyz=mirror_if_left(wrist_cam_m, halo.side).to(**f32),
+            cam_R=torch.eye(3, **f32).expand(batch, 3, 3).contiguous(),
+            cam_T=torch.zeros(batch, 3, **f32),
+        )
 
     def to(self, device: torch.device | str) -> HandInputs:
         return HandInputs(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
@@ -124,7 +141,7 @@ class InitOccNet(nn.Module):
 
     # --- per-side submodules ------------------------------------------------------------
     def _side(self, side: str) -> tuple[PointEmbedding, ImgEx, HaloPartDecoder]:
-        if side not in SIDES:
+        if side not in HAND_SIDES:
             raise ValueError(f"side must be 'left' or 'right', got {side!r}")
         return (
             getattr(self, f"{side}_pt_embeddings"),
@@ -142,7 +159,7 @@ class InitOccNet(nn.Module):
             )
         encoding = self.image_encoder(img)
         fmap = self.image_final_layer(torch.cat([encoding.hms_fmaps[-1], encoding.dp_fmaps[-1]], dim=1))
-        tokens = {side: self._side(side)[1].encode(fmap) for side in SIDES}
+        tokens = {side: self._side(side)[1].encode(fmap) for side in HAND_SIDES}
         return InitOccImageFeatures(fmap, tokens, encoding if keep_encoding else None)
 
     # --- queries --------------------------------------------------------------------------

@@ -6,7 +6,7 @@ decodes every query point from: its 9 nearest own-hand anchors, a pixel-aligned 
 feature, and I's occupancy at the point. The output is a fresh logit (quirk Q3: not a
 residual on I).
 
-Frames (official_code.md §A.4.1, golden README §6):
+Frames (../shared/reference/official_code.md §A.4.1, golden README §6):
 
 * query points ``p``: the hand's HALO canonical frame, normalised units (metres / 0.4);
 * anchor points: millimetres, wrist-relative, posed frame (left hand un-mirrored);
@@ -22,6 +22,7 @@ then :meth:`RefOccNet.query` per batch of points (optionally with I's occupancie
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -30,15 +31,20 @@ from torch import nn
 
 from core.errors import ImageError, InputError
 from core.geometry import camera_ops
+from core.geometry.camera_ops import (
+    anchors_mm_to_camera,
+    bbox_centre,
+    camera_to_canonical,
+    camera_to_network_frame,
+)
+from core.hand.joints import HAND_SIDES
 from core.models.airnet import AnchorEncoding, PointTransformerEncoder, PointTransformerOccDecoder
 from core.models.config import ConfigError, EncoderConfig, InitOccConfig
 from core.models.halo_decoder import occupancy_from_logits
 from core.models.image_encoder import IMAGE_SIZE, build_image_encoder, upsample_bilinear
 from core.models.init_occ import HandInputs, InitOccImageFeatures, InitOccNet
 
-SIDES = ("left", "right")
 HAND_LABEL = {"left": (1.0, 0.0), "right": (0.0, 1.0)}  # one-hot appended to anchor features
-ANCHOR_UNITS_PER_M = 1000.0  # anchor meshes are stored in millimetres
 
 
 @dataclass(frozen=True)
@@ -103,45 +109,6 @@ class AnchorContext:
         return AnchorEncoding(self.z_ctx[side] if z is None else z, enc.anchors, enc.anchor_feats)
 
 
-# --- pure geometry ---------------------------------------------------------------------
-
-
-def camera_to_network_frame(points_cam_m: torch.Tensor) -> torch.Tensor:
-    """Camera frame (x right, y down, z forward) -> R's frame: y and z negated."""
-    return points_cam_m * points_cam_m.new_tensor([1.0, -1.0, -1.0])
-
-
-def anchors_mm_to_camera(anchors_mm: torch.Tensor, hand: HandInputs, side: str) -> torch.Tensor:
-    """Anchor points (B, N, 3), mm, wrist-relative posed frame (left hand un-mirrored)
-    -> camera frame metres. ``hand.root_xyz`` follows the official convention (x negated
-    for the left hand), so the true wrist is ``root_xyz * (-1, 1, 1)`` there."""
-    wrist = hand.root_xyz.to(anchors_mm.dtype)
-    if side == "left":
-        wrist = camera_ops.mirror_x(wrist)
-    world = anchors_mm / ANCHOR_UNITS_PER_M + wrist.unsqueeze(-2)
-    return camera_ops.world_to_camera(world, hand.cam_R, hand.cam_T)
-
-
-def camera_to_canonical(
-    points_cam_m: torch.Tensor, hand: HandInputs, side: str, global_scale: float
-) -> torch.Tensor:
-    """Inverse of :func:`camera_ops.canonical_to_camera`: camera metres (B, N, 3) -> the
-    hand's canonical frame in normalised units."""
-    R = hand.cam_R.to(points_cam_m.dtype)
-    world = torch.matmul(points_cam_m - hand.cam_T.to(points_cam_m.dtype).unsqueeze(-2), R)  # R^T (x - T)
-    if side == "left":
-        world = camera_ops.mirror_x(world)
-    rel = world - hand.root_xyz.to(points_cam_m.dtype).unsqueeze(-2)
-    rot = hand.root_rot_mat[..., :3, :3].to(points_cam_m.dtype)
-    return torch.matmul(rel, rot.transpose(-1, -2)) / global_scale
-
-
-def bbox_centre(*point_sets: torch.Tensor) -> torch.Tensor:
-    """Centre (B, 3) of the axis-aligned box around all given (B, N_i, 3) point sets."""
-    points = torch.cat(point_sets, dim=1)
-    return 0.5 * (points.amax(dim=1) + points.amin(dim=1))
-
-
 def sample_pixel_features(
     feature_map: torch.Tensor, points_cam_m: torch.Tensor, cam_K: torch.Tensor, image_size: int = IMAGE_SIZE
 ) -> torch.Tensor:
@@ -192,14 +159,21 @@ class RefOccNet(nn.Module):
         return self
 
     # --- stage 1: image ------------------------------------------------------------------
-    def encode_image(self, img: torch.Tensor) -> RefOccImageFeatures:
-        """img (B, 3, 256, 256), ImageNet-normalised. Runs R's encoder and I's encoder once."""
+    def encode_image(self, img: torch.Tensor, shared_encoder: bool = False) -> RefOccImageFeatures:
+        """img (B, 3, 256, 256), ImageNet-normalised. Runs R's encoder and I's encoder once;
+        ``shared_encoder``: R's encoder equals I's (frozen and shared, as our training keeps
+        it), so I's encoder pass feeds R's heads too."""
         if img.dim() != 4 or tuple(img.shape[1:]) != (3, IMAGE_SIZE, IMAGE_SIZE):
             raise ImageError(
                 f"network R expects (B, 3, {IMAGE_SIZE}, {IMAGE_SIZE}) normalised images, "
                 f"got {tuple(img.shape)}"
             )
-        enc = self.image_encoder(img)
+        if shared_encoder:
+            with torch.no_grad():
+                init_features = self.init_occ.encode_image(img, keep_encoding=True)
+            enc, init_features = init_features.encoding, dataclasses.replace(init_features, encoding=None)
+        else:
+            enc = self.image_encoder(img)
         size = self.cfg.feature_map_size
         # Officially both 64 px head maps are lifted to 256 px, then a 1x1 conv maps them to
         # 32 channels. A 1x1 conv and bilinear resizing (a convex combination of pixels per
@@ -212,8 +186,9 @@ class RefOccNet(nn.Module):
         hms_global = self.hms_global_layer(enc.hms_fmaps[0]).flatten(1)
         dp_global = self.dp_global_layer(enc.dp_fmaps[0]).flatten(1)
         img_global = torch.cat([hms_global, dp_global], dim=1)
-        with torch.no_grad():
-            init_features = self.init_occ.encode_image(img)
+        if not shared_encoder:
+            with torch.no_grad():
+                init_features = self.init_occ.encode_image(img)
         return RefOccImageFeatures(fmap, img_global, init_features)
 
     # --- stage 2: anchors ----------------------------------------------------------------
@@ -239,7 +214,7 @@ class RefOccNet(nn.Module):
         reused, moved to the new bounding-box centre: the encoder sees only differences of
         positions (and FPS starts at index 0), so a translation of its input translates its
         anchors and leaves features and latent unchanged. Not with the FPS origin quirk."""
-        for side in SIDES:
+        for side in HAND_SIDES:
             if side not in anchors_mm or side not in hands:
                 raise InputError(f"network R needs anchors and inputs for both hands; {side} is missing")
             a = anchors_mm[side]
@@ -250,12 +225,12 @@ class RefOccNet(nn.Module):
             if not torch.isfinite(a).all():
                 raise InputError(f"{side} anchors contain NaN or infinite values")
         dtype = features.feature_map.dtype
-        cam = {s: anchors_mm_to_camera(anchors_mm[s].to(dtype), hands[s], s) for s in SIDES}
-        xyz = {s: camera_to_network_frame(cam[s]) for s in SIDES}
+        cam = {s: anchors_mm_to_camera(anchors_mm[s].to(dtype), hands[s], s) for s in HAND_SIDES}
+        xyz = {s: camera_to_network_frame(cam[s]) for s in HAND_SIDES}
         centre = bbox_centre(xyz["left"], xyz["right"])
         inputs, encodings = {}, {}
         reuse = {} if reuse is None or self.trans_enc.fps_skip_near_origin else reuse
-        for side in SIDES:
+        for side in HAND_SIDES:
             if side in reuse:
                 earlier = reuse[side]
                 shift = (earlier.centre - centre).unsqueeze(1)  # (B, 1, 3)
@@ -270,7 +245,7 @@ class RefOccNet(nn.Module):
             label = pix.new_tensor(HAND_LABEL[side]).expand(pix.shape[0], pix.shape[1], -1)
             inputs[side] = torch.cat([xyz[side] - centre.unsqueeze(1), pix, label], dim=-1)
             encodings[side] = self.trans_enc(inputs[side])
-        z = {s: encodings[s].z for s in SIDES}
+        z = {s: encodings[s].z for s in HAND_SIDES}
         z_ctx = {
             "left": self.fuse_context(z["left"], z["right"], features.img_global),
             "right": self.fuse_context(z["right"], z["left"], features.img_global),
@@ -326,7 +301,7 @@ class RefOccNet(nn.Module):
         ``init_occ`` (B, N): I's occupancy at the same points when already known (the engine
         computes it for the anchor meshes anyway); otherwise I is evaluated here.
         ``return_logits``: return the decoder's logits (B, N, 1) instead."""
-        if side not in SIDES:
+        if side not in HAND_SIDES:
             raise ValueError(f"side must be 'left' or 'right', got {side!r}")
         if p.dim() != 3 or p.shape[-1] != 3 or p.shape[0] != hand.batch_size:
             raise InputError(f"query points must be (B={hand.batch_size}, N, 3), got {tuple(p.shape)}")
@@ -426,7 +401,7 @@ class RefOccNet(nn.Module):
         """:meth:`forward` from image features already computed (e.g. by a shared encoder)."""
         context = self.encode_anchors(features, anchors_mm, hands, cam_K)
         out, geometry = {}, {}
-        for side in SIDES:
+        for side in HAND_SIDES:
             init = self.init_occupancy(features, side, hands[side], points[side])
             geometry[side] = self.query_geometry(features, context, side, hands[side], cam_K, points[side])
             logits = self.decode(self.query_input(geometry[side], init), context.decoder_encoding(side))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.synth.raster import rasterize, vertex_normals
+from core.geometry.raster import rasterize, vertex_normals
 from core.types import Camera, HandMesh
 
 # RGB in [0, 1]; the app uses the same hues (right orange, left blue, penetration magenta).

@@ -168,7 +168,9 @@ class HandModel:
         shape: T.HandShapeParams | None = None,
         device: torch.device | str = "cpu",
     ) -> HandModel:
-        """Keypoints (21, 3), ``mano`` order, metres, any frame -> the hand solid in that frame."""
+        """Keypoints (21, 3), ``mano`` order, metres, any frame -> the hand solid in that frame.
+
+        Long: one fitting pass whose steps share the intermediate joint frames."""
         joints = np.asarray(joints_m, dtype=np.float64)
         if joints.shape != (NUM_JOINTS, 3) or not np.all(np.isfinite(joints)):
             raise KeypointError(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.hand.joints import FINGERS, NUM_JOINTS
+from core.hand.mirror import mirror_if_left
 from core.synth import template as T
 
 # Joint limits, degrees: (finger, dof, [min, max]); dof order as in the module docstring.
@@ -96,11 +97,7 @@ def pose_keypoints(shape: T.HandShapeParams, pose: HandPose, side: str = "right"
             direction = _rotate(distal, flex_axis, bend)
             chain.append(chain[-1] + lengths[f, k] * direction)
         joints[1 + 4 * f : 5 + 4 * f] = chain
-    if side == "left":
-        joints = joints * np.array([-1.0, 1.0, 1.0])
-    elif side != "right":
-        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
-    return joints
+    return mirror_if_left(joints, side)
 
 
 # ----------------------------------------------------------------------------------------

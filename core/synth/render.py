@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from core.geometry.crop import HAND_BBOX_RATIO, crop_around_points
-from core.synth.raster import rasterize, vertex_normals
+from core.geometry.raster import rasterize, vertex_normals
 from core.types import Camera
 
 IMAGE_SIZE = 256

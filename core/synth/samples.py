@@ -9,10 +9,9 @@ half near the surface with sigma = 0.01 normalised units = 4 mm) -> noisy keypoi
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -412,7 +411,3 @@ class SynthDataset(torch.utils.data.Dataset):
         if not 0 <= index < self.length:
             raise IndexError(index)
         return sample_to_tensors(generate_sample(self.first_seed + index, self.config))
-
-
-def config_to_json(cfg: SynthConfig) -> str:
-    return json.dumps(asdict(cfg), sort_keys=True)

@@ -110,15 +110,6 @@ def skeleton_spheres(model: HandModel, per_cone: int = 6) -> tuple[torch.Tensor,
     return c, r
 
 
-def overlap_depth(models: dict[str, HandModel]) -> float:
-    """Estimated depth (metres) by which the raw solids overlap; negative: the gap between them."""
-    depth = -np.inf
-    for a, b in (("left", "right"), ("right", "left")):
-        c, r = skeleton_spheres(models[a])
-        depth = max(depth, float((r - models[b].sdf(c)).max()))
-    return depth
-
-
 # ----------------------------------------------------------------------------------------
 # Placement helpers
 # ----------------------------------------------------------------------------------------

@@ -71,7 +71,9 @@ def swept_polygon_sdf(
 
     ``origin`` (C, 3) a point of the plane; ``axes`` (C, 3, 3) rows = in-plane u, in-plane v,
     normal; ``edge_start``/``edge_end`` (C, M, 2) the edges of a counter-clockwise polygon in
-    (u, v), see :func:`polygon_edges`; ``radius`` (C,)."""
+    (u, v), see :func:`polygon_edges`; ``radius`` (C,).
+
+    Long: one closed-form distance whose steps share the projected coordinates."""
     n_poly, n_edges = edge_start.shape[:2]
     u, v, normal = axes[:, 0], axes[:, 1], axes[:, 2]  # (C, 3)
     edge = edge_end - edge_start  # (C, M, 2)

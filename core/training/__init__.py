@@ -2,11 +2,11 @@
 
 * :mod:`.datasets` -- synthetic (folder / on the fly) and InterHand2.6M items;
 * :mod:`.losses` -- the reference losses as pure functions;
-* :mod:`.netconfigs` -- our network configurations, building networks from stored configs;
+* :mod:`.netconfigs` -- our network configurations (building them: core.models.registry);
 * :mod:`.recipes` -- per-network model building, initialisation, optimiser and loss;
 * :mod:`.trainer` -- the loop: checkpoints, exact resume, metrics, torchrun / DDP;
 * :mod:`.evaluation` -- IoU / Chamfer / penetration / MPJPE through the engine;
-* :mod:`.shipping` -- the compact shipped-weights folder (shared encoder, float16).
+* :mod:`.shipping` -- writing the compact shipped-weights folder (shared encoder, float16).
 
-Nothing is imported here, so that the engine can use :mod:`.shipping` cheaply.
+Nothing is imported here, so that importing one module stays cheap.
 """

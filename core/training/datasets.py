@@ -18,7 +18,7 @@ after a resume yields exactly the same tensors (the trainer passes the epoch as 
 
 Sources: :class:`SynthFolderDataset` (samples written by ``python main.py synth --out DIR
 --meshes``), :class:`SynthOnTheFlyDataset` (generated from seeds, for tests and small runs),
-:class:`InterHandDataset` (the reference InterHand2.6M layout, official_code.md §E.3).
+:class:`InterHandDataset` (the reference InterHand2.6M layout, ../shared/reference/official_code.md §E.3).
 """
 
 from __future__ import annotations
@@ -260,7 +260,7 @@ class SynthOnTheFlyDataset(_Addressed):
 
 
 # ----------------------------------------------------------------------------------------
-# InterHand2.6M in the reference layout (official_code.md §E.3)
+# InterHand2.6M in the reference layout (../shared/reference/official_code.md §E.3)
 # ----------------------------------------------------------------------------------------
 def _read_ply_points(path: Path) -> np.ndarray:
     """Vertices of a small ASCII or binary-little-endian PLY (keypoint files of the reference)."""
@@ -307,7 +307,7 @@ def _read_annotation(path: Path) -> dict:
 
 
 class InterHandDataset(_Addressed):
-    """InterHand2.6M preprocessed as the reference does (official_code.md §E.3):
+    """InterHand2.6M preprocessed as the reference does (../shared/reference/official_code.md §E.3):
 
     ``{img_root}/{split}/img/{idx}.jpg``, ``anno/{idx}.json`` (``camera`` {``R``, ``t``,
     ``camera`` = crop K}, ``image`` {``capture``, ``frame_idx``}), keypoints in
@@ -322,7 +322,7 @@ class InterHandDataset(_Addressed):
         self.occ_dir = Path(occ_root) / split
         for d in (self.img_dir / "img", self.img_dir / "anno", self.occ_dir / "points"):
             if not d.is_dir():
-                raise DatasetError(f"InterHand2.6M folder missing: {d} (see official_code.md §E.3 layout)")
+                raise DatasetError(f"InterHand2.6M folder missing: {d} (the reference layout)")
         self.length = len(list((self.img_dir / "anno").glob("*.json")))
         if self.length == 0:
             pickled = any((self.img_dir / "anno").glob("*.pkl"))

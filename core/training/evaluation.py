@@ -8,7 +8,7 @@ like the paper's tables:
 
 Per hand, after **middle-MCP alignment** (prediction and ground truth each translated so that
 their own middle MCP -- the keypoints used to reconstruct, resp. the ground truth -- is at the
-origin; official_code.md §F.1):
+origin; ../shared/reference/official_code.md §F.1):
 
 * **IoU** over ``n_points`` (100k, as the reference evaluator) uniform points; the reference
   draws them in the canonical cube, we draw them in the ground-truth hand's box grown by
@@ -200,7 +200,9 @@ def evaluate(
     config: EvalConfig | None = None,
     progress: Callable[[int, str], None] | None = None,
 ) -> EvalResult:
-    """Every row of ``config.rows`` whose networks are present on every sample."""
+    """Every row of ``config.rows`` whose networks are present on every sample.
+
+    Long: the loop over samples and rows with its accumulators."""
     cfg = config or EvalConfig()
     base = ReconstructionSettings(
         resolution=cfg.resolution,

@@ -1,5 +1,5 @@
-"""Training losses of the reference recipes (official_code.md §A.3.4, §A.4.2, §D.3), as pure
-functions of tensors."""
+"""Training losses of the reference recipes (../shared/reference/official_code.md §A.3.4,
+§A.4.2, §D.3), as pure functions of tensors."""
 
 from __future__ import annotations
 

@@ -33,8 +33,9 @@ import torch
 from torch import nn
 
 from core.geometry import camera_ops
+from core.geometry.camera_ops import camera_to_canonical
 from core.hand.joints import HAND_SIDES
-from core.models.ref_occ import RefOccNet, camera_to_canonical
+from core.models.ref_occ import RefOccNet
 from core.training.cache_files import read_meta, state_fingerprint, write_meta
 from core.training.datasets import DatasetError, SynthFolderDataset, _Addressed, contact_subsample
 
@@ -100,7 +101,7 @@ def normalise_tail_init(
     spread on the given cached values (otherwise Adam's first steps on ``fc_out`` and on the
     blocks' zero-initialised ``fc_1``, each by the full learning rate, are multiplied by
     channel values in the tens and swing the logits). Channel 0 -- the identity path of
-    :func:`core.training.recipes.identity_init_ref_decoder` -- is untouched, so the tail's
+    :func:`core.training.recipes.ref.identity_init_ref_decoder` -- is untouched, so the tail's
     output does not change (``fc_out`` reads channel 0 only at the start)."""
     dec = net.trans_dec
     att = attended.reshape(-1, attended.shape[-1]).float()
@@ -195,7 +196,9 @@ def build_ref_cache(
 ) -> Path:
     """Fill ``folder`` with the cached values of the first ``count`` samples of ``dataset`` (a
     :class:`~core.training.datasets.SynthFolderDataset`; default: all). Resumes a build of the
-    same weights, spec and count; anything else there is replaced."""
+    same weights, spec and count; anything else there is replaced.
+
+    Long: one pass over the dataset writing several arrays per sample from shared state."""
     from core.engine.engine import Engine
 
     if not isinstance(dataset, SynthFolderDataset):

@@ -32,10 +32,13 @@ from torch import nn
 
 from core.checkpoints import OUR_SUFFIX
 from core.engine.backends import resolve_device
+from core.errors import TrainConfigError
 from core.io.atomic import atomic_path
 from core.models.halo_base import load_torch_checkpoint
 from core.training.datasets import dataset_from_spec
-from core.training.recipes import Recipe, TrainConfig, describe, make_recipe
+from core.training.recipes import make_recipe
+from core.training.recipes.base import Recipe
+from core.training.recipes.config import TrainConfig
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_CSV = "metrics.csv"
@@ -223,7 +226,7 @@ def _save_training_state(
             "iteration": iteration,
             "seconds": seconds,
             "rng": rng_state(),
-            "config": json.dumps(describe(cfg)),
+            "config": json.dumps(cfg.flat()),
         },
         tmp,
     )
@@ -237,7 +240,9 @@ def train(
     max_iters: int | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Train ``cfg.network`` into ``out_dir`` (see the module docstring)."""
+    """Train ``cfg.network`` into ``out_dir`` (see the module docstring).
+
+    Long: setup, resume, the epoch loop and checkpoints share a dozen locals."""
     out_dir = Path(out_dir)
     total_iters = int(max_iters if max_iters is not None else cfg.max_iters)
     info = setup_distributed(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
@@ -249,8 +254,6 @@ def train(
     recipe = make_recipe(cfg, out_dir)
     dataset = dataset_from_spec(cfg.data, recipe.item_spec())
     if len(dataset) < cfg.batch_size * info.world_size:
-        from core.training.recipes import TrainConfigError
-
         raise TrainConfigError(
             f"the dataset has {len(dataset)} samples, fewer than one batch ({cfg.batch_size} x "
             f"{info.world_size} processes)"
@@ -304,7 +307,7 @@ def train(
         if not info.is_main:
             return
         _save_checkpoint(ckpt_path, net, opt, sched, it, cfg, elapsed())
-        metadata = {"iteration": it, "train_seconds": round(elapsed(), 1), "train_config": describe(cfg)}
+        metadata = {"iteration": it, "train_seconds": round(elapsed(), 1), "train_config": cfg.flat()}
         recipe.export(net, export_path, metadata)
         log.plot()
 

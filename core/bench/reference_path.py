@@ -1,5 +1,5 @@
-"""A baseline that follows the official generation strategy (official_code.md §G.1), for
-benchmarks and agreement checks -- deliberately without the engine's shortcuts:
+"""A baseline that follows the official generation strategy (../shared/reference/official_code.md
+§G.1), for benchmarks and agreement checks -- deliberately without the engine's shortcuts:
 
 * one MISE per hand from ``resolution0`` up, every lattice point of the coarse grid
   evaluated (no skipping far from the skeleton), both hands' points in one batch per round;
@@ -93,7 +93,9 @@ def reference_im2hands(
     num_anchors: int = 512,
     seed: int = 0,
 ) -> dict:
-    """I meshes (anchors) then R meshes of both hands, official strategy, from scratch."""
+    """I meshes (anchors) then R meshes of both hands, official strategy, from scratch.
+
+    Long: the official strategy written out step by step, on purpose (the yardstick)."""
     t0 = time.perf_counter()
     steps = int(round(np.log2(resolution / resolution0)))
     timings = {}

@@ -39,7 +39,9 @@ def rasterize(
     cull_backfaces: bool = True,
 ) -> Fragments:
     """Rasterise triangles ``faces`` (F, 3) over vertices (V, 3) in the camera frame.
-    Back faces (outward CCW winding seen from behind) are skipped when ``cull_backfaces``."""
+    Back faces (outward CCW winding seen from behind) are skipped when ``cull_backfaces``.
+
+    Long: one vectorised pipeline (expand, edge test, depth) over large shared temporaries."""
     verts = np.asarray(verts_cam_m, dtype=np.float64)
     faces = np.asarray(faces, dtype=np.int64)
     face_out = np.full((height, width), -1, dtype=np.int64)

@@ -1,0 +1,101 @@
+"""Recipe of network I: MSE on probabilities, batch 8, 4096 points/hand in the reference, Adam
+**1e-5** there because its decoders start from the HALO baseline and its encoder from
+IntagHand. Our image encoder starts from scratch, so we use Adam 1e-4 (``lr`` in the config);
+the decoders start from our HALO baseline, with the 19 image columns of layer 2 set to zero so
+that I starts exactly at HALO. Depth reference: the wrist (order-independent)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from core.errors import TrainConfigError
+from core.hand.joints import HAND_SIDES
+from core.models.init_occ import InitOccNet, init_weights_official
+from core.models.ref_occ import RefOccNet
+from core.models.registry import load_network
+from core.training import losses
+from core.training.datasets import ItemSpec
+from core.training.netconfigs import init_occ_config
+from core.training.recipes.base import Recipe, occupancy_batch, occupancy_iou, unwrap
+
+
+@dataclass(frozen=True)
+class InitOptions:
+    """Network I's own options (both ours)."""
+
+    # keep the (randomly initialised) image encoder's weights fixed and train the rest; its
+    # BatchNorm statistics still adapt to the data (for a CPU budget; see InitRecipe.build)
+    freeze_encoder: bool = False
+    # start every weight except the two decoders -- image encoder with its BatchNorm
+    # statistics, attention, projections -- from this earlier I (or an R holding one, packed
+    # files too), and keep the encoder's statistics fixed while training, so that the encoder
+    # that R and K share stays bit-identical. The decoders still come from init_from (HALO).
+    init_keep_from: str | None = None
+
+
+def init_decoders_from_halo(net: InitOccNet, halo_state: dict[str, torch.Tensor]) -> int:
+    """Copy the HALO baseline decoder into I's two decoders; the image-feature columns of the
+    injection layer start at zero so that I starts out exactly as HALO. Returns #tensors."""
+    target = net.state_dict()
+    n = 0
+    for key, value in halo_state.items():
+        if not key.startswith("decoder."):
+            continue
+        for side in HAND_SIDES:
+            name = f"{side}_{key}"
+            t = target[name]
+            if t.shape == value.shape:
+                t.copy_(value)
+            elif t.dim() == 2 and t.shape[0] == value.shape[0] and t.shape[1] > value.shape[1]:
+                t.zero_()
+                t[:, : value.shape[1]].copy_(value)
+            else:
+                raise TrainConfigError(f"HALO tensor {key} {tuple(value.shape)} does not fit {name}")
+            n += 1
+    return n
+
+
+class InitRecipe(Recipe):
+    network_name = "init_occ"
+    Options = InitOptions
+
+    def item_spec(self) -> ItemSpec:
+        return ItemSpec(points_per_hand=self.cfg.points_per_hand, seed=self.cfg.seed, crop_with="gt")
+
+    def model_config(self):
+        return init_occ_config(self.cfg.backbone)
+
+    def build(self) -> nn.Module:
+        net = InitOccNet(self.model_config())
+        net.apply(init_weights_official)
+        if self.opts.init_keep_from:
+            path = self.config_path(self.opts.init_keep_from)
+            earlier = load_network(path)
+            earlier = earlier.init_occ if isinstance(earlier, RefOccNet) else earlier
+            if not isinstance(earlier, InitOccNet):
+                raise TrainConfigError(f"init_keep_from must hold network I (or R); {path} does not")
+            net.load_state_dict(earlier.state_dict())
+        if self.cfg.init_from:
+            halo = load_network(self.init_path())
+            with torch.no_grad():
+                init_decoders_from_halo(net, halo.state_dict())
+        if self.opts.freeze_encoder:
+            # No gradients through the ResNet (two thirds of a step on a CPU); in train mode its
+            # BatchNorm layers still track the data's statistics, which R and K inherit.
+            net.image_encoder.requires_grad_(False)
+        return net
+
+    def loss(self, model, batch, device):
+        if self.opts.init_keep_from:  # the shared encoder stays bit-identical (see InitOptions)
+            unwrap(model).image_encoder.eval()
+        b = occupancy_batch(batch, device)
+        pred = model(b.images, b.hands, b.points, chunk_size=None)
+        target = b.targets
+        loss = losses.occupancy_mse(pred, target)
+        return loss, {"loss": loss.item(), "iou": occupancy_iou(pred, target, 0.5)}
+
+
+RECIPE = InitRecipe
