@@ -17,11 +17,15 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QSplitter,
+    QToolButton,
 )
 
+from app.annotation import VISIBILITY_NAMES
 from app.controller import ReconstructionController, make_engine_settings
+from app.detect_all import DetectAllResult, DetectAllWorker, DetectProgress
 from app.document import Document
 from app.export import MESH_SUFFIXES, export_meshes
+from app.help import HelpDialog, shortcut_conflicts
 from app.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from app.panels import ErrorPanel, FrameStrip, SettingsPanel
 from app.project import PROJECT_SUFFIX, is_project_path
@@ -36,7 +40,10 @@ from app.worker import (
     run_in_background,
 )
 from core.errors import InputError
+from core.geometry.pose_interpolation import rotation_about_axis
 from core.hand.joints import HAND_SIDES
+
+DEPTH_STEP_M = 0.005  # Shift+wheel on a joint moves it this far along its camera ray
 
 APP_NAME = "Im2Hands Studio"
 _HAND_CYCLE = (None, "left", "right")
@@ -78,6 +85,13 @@ class MainWindow(QMainWindow):
             parent=self,
         )
         self._background_tasks = set()
+        self.detect_all_worker: DetectAllWorker | None = None
+        self.last_detect_all: DetectAllResult | None = None
+        self.help_dialog: HelpDialog | None = None
+        self._states_timer = QTimer(self)  # coalesces timeline / counter updates
+        self._states_timer.setSingleShot(True)
+        self._states_timer.setInterval(0)
+        self._states_timer.timeout.connect(self._refresh_states)
         self._build_layout()
         self._build_status_bar()
         self._build_actions()
@@ -116,8 +130,27 @@ class MainWindow(QMainWindow):
         self.progress.setRange(0, 0)  # indeterminate: the engine reports stages, not percent
         self.progress.setMaximumWidth(140)
         self.progress.hide()
+        self.cancel_button = QToolButton()
+        self.cancel_button.setText("Cancel")
+        self.cancel_button.setToolTip("stop the reconstruction (Esc)")
+        self.cancel_button.clicked.connect(self.cancel_reconstruction)
+        self.cancel_button.hide()
+        self.detect_label = QLabel("")
+        self.detect_progress = QProgressBar()
+        self.detect_progress.setMaximumWidth(160)
+        self.detect_cancel_button = QToolButton()
+        self.detect_cancel_button.setText("Stop detecting")
+        self.detect_cancel_button.clicked.connect(self.cancel_detect_all)
+        for w in (self.detect_label, self.detect_progress, self.detect_cancel_button):
+            w.hide()
+        self.review_label = QLabel("reviewed 0 / 0")
+        bar.addPermanentWidget(self.detect_label)
+        bar.addPermanentWidget(self.detect_progress)
+        bar.addPermanentWidget(self.detect_cancel_button)
+        bar.addPermanentWidget(self.review_label)
         bar.addPermanentWidget(self.stage_label)
         bar.addPermanentWidget(self.progress)
+        bar.addPermanentWidget(self.cancel_button)
 
     def _action(self, text: str, slot, shortcuts=(), menu=None, tip: str = "") -> QAction:
         action = QAction(text, self)
@@ -131,8 +164,32 @@ class MainWindow(QMainWindow):
         return action
 
     def _build_actions(self) -> None:
+        """Menus and keys; one meaning per key (app.help.shortcut_conflicts checks it)."""
         bar = self.menuBar()
-        file_menu = bar.addMenu("&File")
+        self._build_file_menu(bar.addMenu("&File"))
+        self._build_edit_menu(bar.addMenu("&Edit"))
+        self._build_review_menu(bar.addMenu("&Review"))
+        view = bar.addMenu("&View")
+        a = self._action
+        a("&Next frame", lambda: self.doc.step_frame(1), ["PgDown", "."], view)
+        a("&Previous frame", lambda: self.doc.step_frame(-1), ["PgUp", ","], view)
+        view.addSeparator()
+        a("&Reset 3D view", self.scene_view.reset_view, ["Home"], view)
+        a("&Fit image", self.image_view.fit, ["F"], view)
+        self.toggle_meshes_action = self._toggle("Show &meshes", "meshes", "M", view)
+        self.toggle_keypoints_action = self._toggle("Show &joints (keypoints)", "keypoints", "J", view)
+        self.toggle_penetration_action = self._toggle("Show &penetration", "penetration", "P", view)
+        view.addSeparator()
+        view.addAction(self.error_dock.toggleViewAction())
+        help_menu = bar.addMenu("&Help")
+        self.help_action = a("&Keyboard and mouse…", self.show_help, ["F1"], help_menu)
+
+        for action in (self.detect_action, self.detect_all_action, self.add_left_action,
+                       self.add_right_action, self.accept_refined_action,
+                       self.reconstruct_action):  # fmt: skip
+            self.settings_panel.add_tool_button(action)
+
+    def _build_file_menu(self, file_menu) -> None:
         a = self._action
         self.open_action = a(
             "&Open image, video or project…", self._open_dialog, [QKeySequence.StandardKey.Open], file_menu
@@ -147,11 +204,14 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         a("Export &meshes…", self._export_meshes_dialog, ["Ctrl+E"], file_menu)
         a("Export keypoints (JSON)…", self._export_keypoints_dialog, ["Ctrl+Shift+E"], file_menu)
+        a("Export keypoints (&COCO)…", lambda: self._export_dialog("coco"), [], file_menu)
+        a("Export keypoints (&InterHand2.6M)…", lambda: self._export_dialog("interhand"), [], file_menu)
         a("Save screens&hot…", self._screenshot_dialog, ["F12"], file_menu)
         file_menu.addSeparator()
         a("&Quit", self.close, [QKeySequence.StandardKey.Quit], file_menu)
 
-        edit = bar.addMenu("&Edit")
+    def _build_edit_menu(self, edit) -> None:
+        a = self._action
         self.undo_action = self.doc.undo_stack.createUndoAction(self, "&Undo")
         self.undo_action.setShortcuts([QKeySequence("Ctrl+Z")])
         self.redo_action = self.doc.undo_stack.createRedoAction(self, "&Redo")
@@ -160,36 +220,33 @@ class MainWindow(QMainWindow):
             self.addAction(action)
             edit.addAction(action)
         edit.addSeparator()
-        self.detect_action = a(
-            "&Detect hands",
-            self.detect_current_frame,
-            ["Ctrl+D"],
-            edit,
-            "find the hands in this frame with the keypoint detector",
-        )
+        self.detect_action = a("&Detect hands", self.detect_current_frame, ["Ctrl+D"], edit,
+                               "find the hands in this frame with the keypoint detector")  # fmt: skip
+        self.detect_all_action = a("Detect &all frames", lambda: self.detect_all_frames(), ["Ctrl+Shift+D"],
+                                   edit, "detect the hands in every frame of the video / folder")  # fmt: skip
         self.swap_action = a("S&wap left/right", lambda: self.doc.swap_hands(), ["S"], edit)
         self.select_hand_action = a("Select next &hand", self.cycle_selected_hand, ["H"], edit)
         self.add_left_action = a("Add &left hand", lambda: self._add_hand("left"), [], edit)
         self.add_right_action = a("Add &right hand", lambda: self._add_hand("right"), [], edit)
         self.remove_hand_action = a("Remove selected hand", self._remove_selected_hand, ["Del"], edit)
-        self.accept_refined_action = a("Accept &refined keypoints (K)", self._accept_refined, [], edit)
+        self.visibility_action = a("Cycle joint &visibility (visible, occluded, outside)",
+                                   self.cycle_selected_joint_visibility, ["V"], edit)  # fmt: skip
+        edit.addSeparator()
+        self.accept_refined_action = a("&Accept refiner's keypoints", self._accept_refined, ["A"], edit,
+                                       "take network K's refined keypoints (the dashed ghosts)")  # fmt: skip
+        a("Accept refiner's left hand", lambda: self._accept_refined_hand("left"), [], edit)
+        a("Accept refiner's right hand", lambda: self._accept_refined_hand("right"), [], edit)
         self.reconstruct_action = a("Reconstruct &now", lambda: self.controller.schedule(True), ["F5"], edit)
+        self.cancel_action = a("&Cancel reconstruction", self.cancel_reconstruction, ["Esc"], edit)
 
-        view = bar.addMenu("&View")
-        a("&Next frame", lambda: self.doc.step_frame(1), ["PgDown", "."], view)
-        a("&Previous frame", lambda: self.doc.step_frame(-1), ["PgUp", ","], view)
-        view.addSeparator()
-        a("&Reset 3D view", self.scene_view.reset_view, ["Home"], view)
-        a("&Fit image", self.image_view.fit, ["F"], view)
-        self.toggle_meshes_action = self._toggle("Show &meshes", "meshes", "M", view)
-        self.toggle_keypoints_action = self._toggle("Show &keypoints", "keypoints", "K", view)
-        self.toggle_penetration_action = self._toggle("Show &penetration", "penetration", "P", view)
-        view.addSeparator()
-        view.addAction(self.error_dock.toggleViewAction())
-
-        for action in (self.detect_action, self.add_left_action, self.add_right_action,
-                       self.accept_refined_action, self.reconstruct_action):  # fmt: skip
-            self.settings_panel.add_tool_button(action)
+    def _build_review_menu(self, review) -> None:
+        a = self._action
+        self.reviewed_action = a("Mark frame &reviewed", self.toggle_reviewed, ["R"], review)
+        self.next_review_action = a("&Next frame needing review", self.go_to_next_needing_review, ["N"],
+                                    review)  # fmt: skip
+        self.copy_next_action = a("&Copy to next frame", self.copy_to_next_frame, ["C"], review)
+        self.interpolate_action = a("&Interpolate between keyframes", self.interpolate_keyframes, ["I"],
+                                    review)  # fmt: skip
 
     def _toggle(self, text: str, layer: str, key: str, menu) -> QAction:
         action = self._action(text, lambda checked: self.set_layer_shown(layer, checked), [key], menu)
@@ -207,7 +264,8 @@ class MainWindow(QMainWindow):
         doc.projectPathChanged.connect(lambda _p: self._update_title())
         doc.autosaved.connect(lambda p: self.statusBar().showMessage(f"autosaved to {p}", 3000))
         self.image_view.keypointDragged.connect(self._on_2d_drag)
-        self.image_view.jointVisibilityToggled.connect(self._toggle_joint_visibility)
+        self.image_view.jointVisibilityToggled.connect(self._cycle_joint_visibility)
+        self.image_view.jointDepthStepped.connect(self._step_joint_depth)
         self.image_view.jointHovered.connect(lambda label: self.statusBar().showMessage(label, 2000))
         self.image_view.handSelected.connect(self._select_hand)
         self.scene_view.keypointMoved.connect(self._on_3d_drag)
@@ -216,6 +274,7 @@ class MainWindow(QMainWindow):
         self.controller.stageShown.connect(self._on_stage)
         self.controller.failed.connect(self._on_failure)
         self.controller.busyChanged.connect(self.progress.setVisible)
+        self.controller.busyChanged.connect(self.cancel_button.setVisible)
         self.controller.cleared.connect(lambda: self.scene_view.show_reconstruction(None))
         self.worker.engineReady.connect(self._on_engine_ready)
         self.settings_panel.settingsChanged.connect(self._on_settings_changed)
@@ -229,6 +288,8 @@ class MainWindow(QMainWindow):
         self.image_view.set_image(self.doc.frame_image())
         self._update_frame_strip()
         self._update_title()
+        self._refresh_hint()
+        self._states_timer.start()
 
     def _on_frame_changed(self, index: int) -> None:
         self.image_view.set_image(self.doc.frame_image())
@@ -240,6 +301,23 @@ class MainWindow(QMainWindow):
     def _on_keypoints_changed(self, index: int) -> None:
         if index == self.doc.current_frame:
             self._refresh_keypoints()
+        self._states_timer.start()
+
+    def _refresh_states(self) -> None:
+        """Timeline marks and the review counter (coalesced: a bulk change updates once)."""
+        reviewed, total = self.doc.review_counts()
+        self.review_label.setText(f"reviewed {reviewed} / {total}")
+        self.frame_strip.set_states(self.doc.frame_states(), self.doc.current_frame)
+
+    def _refresh_hint(self) -> None:
+        if self.doc.media is None:
+            hint = "Open an image, a video or an image folder: Ctrl+O.   Shortcuts: F1."
+        elif self.doc.active_keypoints() is None or not self.doc.active_keypoints().present_sides():
+            hint = ("No hands on this frame: press Ctrl+D to detect them (Ctrl+Shift+D: all frames), "
+                    "Ctrl+L to load keypoints, or Edit > Add left/right hand.")  # fmt: skip
+        else:
+            hint = ""
+        self.image_view.set_hint(hint)
 
     def _refresh_keypoints(self) -> None:
         kps = self.doc.active_keypoints()
@@ -248,8 +326,15 @@ class MainWindow(QMainWindow):
         for side in HAND_SIDES:
             hand = None if kps is None else kps.hand(side)
             uv[side] = None if hand is None or camera is None else camera.project(hand)
-        self.image_view.set_keypoints(uv, self.doc.annotation().visible)
-        self.scene_view.show_keypoints(kps, camera)
+        ann = self.doc.annotation()
+        self.image_view.set_keypoints(uv, ann.visibility)
+        ghosts = {}
+        for side in HAND_SIDES:
+            hand = None if ann.refined is None else ann.refined.hand(side)
+            ghosts[side] = None if hand is None or camera is None else camera.project(hand)
+        self.image_view.set_ghosts(ghosts)
+        self.scene_view.show_keypoints(kps, camera, ann.visibility)
+        self._refresh_hint()
 
     def _update_frame_strip(self) -> None:
         count = self.doc.frame_count()
@@ -267,6 +352,8 @@ class MainWindow(QMainWindow):
     # --- reconstruction results -----------------------------------------------------------------
     def _on_stage(self, result: StageResult) -> None:
         rec = result.reconstruction
+        if self.controller.refiner_on():
+            self._refresh_keypoints()  # the refiner's ghosts
         self.scene_view.show_reconstruction(rec)
         timings = ", ".join(f"{k} {v:.2f}s" for k, v in rec.timings_s.items())
         self.stage_label.setText(f"{rec.stage} {rec.resolution}³ in {result.elapsed_s:.2f} s")
@@ -292,14 +379,95 @@ class MainWindow(QMainWindow):
 
     # --- editing ----------------------------------------------------------------------------------
     def _on_2d_drag(self, side: str, joint: int, u: float, v: float, drag_id: int) -> None:
-        self.doc.move_keypoint_2d(self.doc.current_frame, side, joint, (u, v), merge_key=("2d", drag_id))
+        """Drag a joint; Shift+drag moves the whole hand, Ctrl+drag turns and scales it about
+        its wrist (the grabbed joint follows the mouse at its depth)."""
+        modifiers = self.image_view.drag_modifiers
+        shift = bool(modifiers & Qt.KeyboardModifier.ShiftModifier)
+        ctrl = bool(modifiers & Qt.KeyboardModifier.ControlModifier)
+        frame, key = self.doc.current_frame, ("2d", drag_id)
+        if not (shift or ctrl):
+            self.doc.move_keypoint_2d(frame, side, joint, (u, v), merge_key=key)
+            return
+        hand = self.doc.active_keypoints(frame).hand(side)
+        camera = self.doc.camera_for_frame(frame)
+        target = camera.backproject(np.array([u, v]), np.array(float(hand[joint][2])))
+        self._hand_scale_edit(side, joint, target, ctrl, key)
 
     def _on_3d_drag(self, side: str, joint: int, x: float, y: float, z: float, drag_id: int) -> None:
+        shift, ctrl = self.scene_view.drag_modifiers()
+        if shift or ctrl:
+            self._hand_scale_edit(side, joint, np.array([x, y, z]), ctrl, ("3d", drag_id))
+            return
         self.doc.move_keypoint_3d(self.doc.current_frame, side, joint, (x, y, z), merge_key=("3d", drag_id))
 
-    def _toggle_joint_visibility(self, side: str, joint: int) -> None:
-        visible = self.doc.annotation().visible[HAND_SIDES.index(side), joint]
-        self.doc.set_joint_visible(self.doc.current_frame, side, joint, not visible)
+    def _hand_scale_edit(self, side: str, joint: int, target, turn: bool, merge_key) -> None:
+        """Move the whole hand so ``joint`` reaches ``target``: by translation, or (``turn``)
+        by the rotation and scale about the wrist that carry the joint there."""
+        frame = self.doc.current_frame
+        hand = self.doc.active_keypoints(frame).hand(side)
+        if not turn or joint == 0:
+            self.doc.transform_hand(frame, side, translation=target - hand[joint], text=f"Move {side} hand",
+                                    merge_key=merge_key)  # fmt: skip
+            return
+        before, after = hand[joint] - hand[0], np.asarray(target) - hand[0]
+        axis = np.cross(before, after)
+        angle = float(np.arctan2(np.linalg.norm(axis), np.dot(before, after)))
+        rotation = rotation_about_axis(axis, angle) if np.linalg.norm(axis) > 1e-12 else None
+        scale = float(np.linalg.norm(after) / max(np.linalg.norm(before), 1e-9))
+        self.doc.transform_hand(frame, side, rotation=rotation, scale=scale, text=f"Turn/scale {side} hand",
+                                merge_key=merge_key)  # fmt: skip
+
+    def _step_joint_depth(self, side: str, joint: int, direction: int) -> None:
+        hand = self.doc.active_keypoints().hand(side)
+        if hand is None:
+            return
+        depth = float(hand[joint][2]) + direction * DEPTH_STEP_M
+        key = ("depth", side, joint)
+        if self.doc.set_joint_depth(self.doc.current_frame, side, joint, depth, merge_key=key):
+            self.statusBar().showMessage(f"{side} joint {joint} depth {depth * 100:.1f} cm", 2000)
+
+    def _cycle_joint_visibility(self, side: str, joint: int) -> None:
+        code = self.doc.cycle_joint_visibility(self.doc.current_frame, side, joint)
+        self.statusBar().showMessage(f"{side} joint {joint}: {VISIBILITY_NAMES[code]}", 2000)
+
+    def selected_joint(self) -> tuple[str, int] | None:
+        """The joint last grabbed in either view."""
+        return self.image_view.selected_joint() or self.scene_view.keypoints.selected
+
+    def cycle_selected_joint_visibility(self) -> None:
+        joint = self.selected_joint()
+        if joint is None or self.doc.active_keypoints() is None:
+            self.statusBar().showMessage("click a joint first: V cycles visible / occluded / outside", 4000)
+            return
+        self._cycle_joint_visibility(*joint)
+
+    # --- review and propagation ------------------------------------------------------------------
+    def toggle_reviewed(self) -> None:
+        if self.doc.media is None:
+            return
+        reviewed = not self.doc.annotation().reviewed
+        self.doc.set_reviewed(reviewed)
+        done, total = self.doc.review_counts()
+        what = "reviewed" if reviewed else "reopened"
+        self.statusBar().showMessage(f"frame {self.doc.current_frame} {what} ({done} / {total})", 3000)
+
+    def go_to_next_needing_review(self) -> None:
+        index = self.doc.next_needing_review() if self.doc.media is not None else None
+        if index is None:
+            self.statusBar().showMessage("every frame is reviewed", 4000)
+        else:
+            self.doc.set_current_frame(index)
+
+    def copy_to_next_frame(self) -> None:
+        if not self.doc.copy_to_next_frame():
+            self.statusBar().showMessage("nothing to copy (no hands here, or the last frame)", 4000)
+
+    def interpolate_keyframes(self) -> int:
+        filled = self.doc.interpolate_keyframes()
+        keys = len(self.doc.keyframes())
+        message = f"{filled} frames interpolated between {keys} keyframes"
+        self.statusBar().showMessage(message if filled else "edit two frames (keyframes) first", 5000)
+        return filled
 
     def _select_hand(self, side: str | None) -> None:
         self.image_view.set_selected_hand(side)
@@ -322,7 +490,26 @@ class MainWindow(QMainWindow):
 
     def _accept_refined(self) -> None:
         if not self.doc.accept_refined():
-            self.statusBar().showMessage("no refined keypoints yet: enable K and reconstruct", 4000)
+            self.statusBar().showMessage("no refined keypoints yet: enable the refiner K, reconstruct", 4000)
+
+    def _accept_refined_hand(self, side: str) -> None:
+        if not self.doc.accept_refined_hand(side):
+            self.statusBar().showMessage(f"no refined {side} hand yet", 4000)
+
+    def cancel_reconstruction(self) -> None:
+        if self.controller.pending():
+            self.controller.cancel()
+            self.stage_label.setText("reconstruction cancelled (F5 to run it again)")
+
+    def show_help(self) -> HelpDialog:
+        if self.help_dialog is None:
+            self.help_dialog = HelpDialog(self.actions(), self)
+        self.help_dialog.show()
+        self.help_dialog.raise_()
+        return self.help_dialog
+
+    def shortcut_conflicts(self) -> dict[str, list[str]]:
+        return shortcut_conflicts(self.actions())
 
     def set_layer_shown(self, layer: str, shown: bool) -> None:
         self.scene_view.set_layer_shown(layer, shown)
@@ -408,6 +595,77 @@ class MainWindow(QMainWindow):
 
         task = run_in_background(lambda: detect_keypoints(image, camera), done, failed)
         self._background_tasks.add(task)
+
+    def detect_all_frames(self, every: int = 1) -> bool:
+        """Detect the hands in every ``every``-th frame off the GUI thread (progress, ETA and
+        a stop button in the status bar); the results land as one undoable step, leaving
+        frames the user edited or reviewed alone."""
+        if self.doc.media is None:
+            self.report_error("Detect all frames", "open a video or an image folder first")
+            return False
+        if self.detect_all_worker is not None:
+            self.statusBar().showMessage("already detecting: Stop detecting first", 4000)
+            return False
+        worker = DetectAllWorker(self.doc.media.path, self.doc.camera_for_frame(0), every, parent=self)
+        worker.progressed.connect(self._on_detect_progress)
+        worker.finishedDetecting.connect(self._on_detect_all_finished)
+        self.detect_all_worker = worker
+        self.detect_progress.setRange(0, 0)
+        for w in (self.detect_label, self.detect_progress, self.detect_cancel_button):
+            w.show()
+        self.detect_label.setText("detecting: starting…")
+        worker.start()
+        return True
+
+    def cancel_detect_all(self) -> None:
+        if self.detect_all_worker is not None:
+            self.detect_all_worker.cancel()
+            self.detect_label.setText("stopping…")
+
+    def _on_detect_progress(self, progress: DetectProgress) -> None:
+        self.detect_progress.setRange(0, progress.total)
+        self.detect_progress.setValue(progress.done)
+        self.detect_label.setText(progress.text())
+
+    def _on_detect_all_finished(self, result: DetectAllResult) -> None:
+        worker, self.detect_all_worker = self.detect_all_worker, None
+        if worker is not None:
+            worker.wait()
+            worker.deleteLater()
+        for w in (self.detect_label, self.detect_progress, self.detect_cancel_button):
+            w.hide()
+        self.last_detect_all = result
+        if result.error:
+            self.report_error("Detect all frames", result.error, result.details)
+        changed = self.doc.set_detected_keypoints(result.keypoints, text="Detect all frames",
+                                                  keep_user_work=True)  # fmt: skip
+        hands = sum(len(k.present_sides()) for k in result.keypoints.values())
+        self.statusBar().showMessage(
+            f"{'stopped: ' if result.cancelled else ''}{len(result.keypoints)} frames detected "
+            f"({hands} hands, {result.frames_per_s:.1f} frames/s); {changed} updated", 8000
+        )
+
+    def export_annotations(self, fmt: str, path: str | Path, only_reviewed: bool = False,
+                           write_images: bool = False) -> list[Path]:  # fmt: skip
+        """Our JSON, COCO keypoints or the InterHand2.6M trio (``path``: a folder) of the
+        annotated frames (``only_reviewed``: the reviewed ones)."""
+        from app.export_frames import document_camera, export_frames, write_frame_images
+        from core.io.exports import write_export
+
+        written: list[Path] = []
+
+        def run() -> None:
+            if self.doc.media is None:
+                raise InputError("nothing is open")
+            frames = export_frames(self.doc.frames, self.doc.media, only_reviewed)
+            camera = document_camera(self.doc.camera, self.doc.media)
+            written.extend(write_export(fmt, path, frames, camera))
+            if write_images:
+                folder = Path(path) if fmt == "interhand" else Path(path).parent
+                written.extend(write_frame_images(self.doc.media, frames, folder))
+
+        self._guarded(f"Export {fmt}", run)
+        return written
 
     def save(self) -> bool:
         if self.doc.project_path is None:
@@ -503,6 +761,16 @@ class MainWindow(QMainWindow):
         if path and self.export_keypoints(path):
             self.statusBar().showMessage(f"wrote {path}", 5000)
 
+    def _export_dialog(self, fmt: str) -> None:
+        if fmt == "interhand":
+            path = QFileDialog.getExistingDirectory(self, "Export InterHand2.6M into", self._last_dir())
+        else:
+            path, _ = QFileDialog.getSaveFileName(self, "Export COCO", self._last_dir(), "COCO (*.json)")
+        if path:
+            written = self.export_annotations(fmt, path, write_images=True)
+            if written:
+                self.statusBar().showMessage(f"wrote {len(written)} file(s) to {path}", 5000)
+
     def _screenshot_dialog(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save screenshot", self._last_dir(), "PNG (*.png)")
         if path:
@@ -545,6 +813,9 @@ class MainWindow(QMainWindow):
             return
         self._shut_down = True
         self.doc.autosave_timer.stop()
+        if self.detect_all_worker is not None:
+            self.detect_all_worker.cancel()
+            self.detect_all_worker.wait(30_000)
         self.worker.stop()
         self.scene_view.close_view()
 
