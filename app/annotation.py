@@ -170,3 +170,20 @@ def place_template_hand(side: str, camera: Camera, other_hand_cam_m: np.ndarray 
         centre = np.array([camera.width / 2.0, camera.height * 0.6])
         wrist = camera.backproject(centre, np.array(0.6))
     return template_hand(side) + wrist
+
+
+def fit_template_in_box(side: str, camera: Camera, box_px) -> np.ndarray:
+    """The template hand placed so its image fits the box ``(u0, v0, u1, v1)`` the user
+    dragged: depth from the box's size (the larger of the width and height fits), centre on
+    the box's centre."""
+    u0, v0, u1, v1 = (float(x) for x in box_px)
+    width_px, height_px = abs(u1 - u0), abs(v1 - v0)
+    if min(width_px, height_px) < 4:
+        raise ValueError(f"the box is too small ({width_px:.0f} x {height_px:.0f} px): drag a larger one")
+    joints = template_hand(side)
+    lo, hi = joints[:, :2].min(axis=0), joints[:, :2].max(axis=0)
+    K = np.asarray(camera.K, dtype=np.float64)
+    depth = max(K[0, 0] * (hi[0] - lo[0]) / width_px, K[1, 1] * (hi[1] - lo[1]) / height_px)
+    centre = camera.backproject(np.array([(u0 + u1) / 2, (v0 + v1) / 2]), np.array(depth))
+    offset = np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, 0.0])
+    return joints - offset + centre

@@ -21,6 +21,7 @@ from app.annotation import (
     VISIBILITY_NAMES,
     VISIBLE,
     FrameAnnotation,
+    fit_template_in_box,
     frame_state,
     place_template_hand,
     side_row,
@@ -353,6 +354,16 @@ class Document(QObject):
             return False
         other = None if active is None else active.hand("left" if side == "right" else "right")
         self.set_active_hand(index, side, place_template_hand(side, camera, other), f"Add {side} hand")
+        return True
+
+    def add_hand_in_box(self, side: str, box_px, index: int | None = None) -> bool:
+        """Place (or replace) a template hand fitted to a box the user dragged (raises
+        ValueError for a box too small)."""
+        index = self.current_frame if index is None else index
+        camera = self.camera_for_frame(index)
+        if camera is None:
+            return False
+        self.set_active_hand(index, side, fit_template_in_box(side, camera, box_px), f"Add {side} hand")
         return True
 
     def remove_hand(self, side: str, index: int | None = None) -> None:

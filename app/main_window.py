@@ -99,6 +99,7 @@ class MainWindow(QMainWindow):
         self.settings_panel.set_checkpoint(weights, None, None)
         self.worker.start()
         self._update_title()
+        self._refresh_hint()
 
     # --- construction -------------------------------------------------------------------------
     def _build_layout(self) -> None:
@@ -266,6 +267,7 @@ class MainWindow(QMainWindow):
         self.image_view.keypointDragged.connect(self._on_2d_drag)
         self.image_view.jointVisibilityToggled.connect(self._cycle_joint_visibility)
         self.image_view.jointDepthStepped.connect(self._step_joint_depth)
+        self.image_view.boxDrawn.connect(self._on_box_drawn)
         self.image_view.jointHovered.connect(lambda label: self.statusBar().showMessage(label, 2000))
         self.image_view.handSelected.connect(self._select_hand)
         self.scene_view.keypointMoved.connect(self._on_3d_drag)
@@ -478,8 +480,18 @@ class MainWindow(QMainWindow):
         self._select_hand(_HAND_CYCLE[(current + 1) % len(_HAND_CYCLE)])
 
     def _add_hand(self, side: str) -> None:
-        if not self.doc.add_missing_hand(side):
-            self.statusBar().showMessage(f"the {side} hand is already there (or no image is open)", 4000)
+        """Arm the 2D view: the user drags a box and the template hand is fitted into it."""
+        if self.doc.frame_image() is None:
+            self.statusBar().showMessage("open an image first", 4000)
+            return
+        self.image_view.request_box(side)
+        self.statusBar().showMessage(f"drag a box around the {side} hand in the image (Esc: cancel)", 8000)
+
+    def _on_box_drawn(self, side: str, u0: float, v0: float, u1: float, v1: float) -> None:
+        try:
+            self.doc.add_hand_in_box(side, (u0, v0, u1, v1))
+        except ValueError as exc:
+            self.statusBar().showMessage(str(exc), 5000)
 
     def _remove_selected_hand(self) -> None:
         side = self.image_view.selected_hand()
@@ -497,6 +509,11 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"no refined {side} hand yet", 4000)
 
     def cancel_reconstruction(self) -> None:
+        """Esc: first an armed "Add hand" box, else the running reconstruction."""
+        if self.image_view.box_requested():
+            self.image_view.request_box(None)
+            self.statusBar().showMessage("add hand cancelled", 2000)
+            return
         if self.controller.pending():
             self.controller.cancel()
             self.stage_label.setText("reconstruction cancelled (F5 to run it again)")

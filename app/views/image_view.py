@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
     QGraphicsItem,
     QGraphicsPathItem,
     QGraphicsPixmapItem,
+    QGraphicsRectItem,
     QGraphicsScene,
     QGraphicsView,
     QMenu,
@@ -85,6 +86,7 @@ class ImageView(QGraphicsView):
     jointHovered = Signal(str)
     jointVisibilityToggled = Signal(str, int)  # side, joint
     jointDepthStepped = Signal(str, int, int)  # side, joint, +1 farther / -1 nearer
+    boxDrawn = Signal(str, float, float, float, float)  # side, u0, v0, u1, v1 (pixels)
     handSelected = Signal(str)
 
     def __init__(self, parent=None):
@@ -124,6 +126,15 @@ class ImageView(QGraphicsView):
         self._selected_joint: tuple[str, int] | None = None
         self.drag_modifiers = Qt.KeyboardModifier.NoModifier  # of the drag in progress
         self._hint = ""
+        self._box_side: str | None = None  # "Add hand": the next background drag is a box
+        self._box_start: QPointF | None = None
+        self._box_item = QGraphicsRectItem()
+        box_pen = QPen(QColor(255, 255, 0), 1.5, Qt.PenStyle.DashLine)
+        box_pen.setCosmetic(True)
+        self._box_item.setPen(box_pen)
+        self._box_item.setZValue(20)
+        self._box_item.hide()
+        self.scene().addItem(self._box_item)
         self._ghosts: dict[str, QGraphicsPathItem] = {}
         for side in HAND_SIDES:
             ghost = QGraphicsPathItem()
@@ -308,6 +319,46 @@ class ImageView(QGraphicsView):
         action.triggered.connect(lambda: self.jointVisibilityToggled.emit(handle.side, handle.joint))
         menu.addAction(action)
         menu.popup(screen_pos)
+
+    def request_box(self, side: str | None) -> None:
+        """Arm (or, with None, disarm) box drawing: the next drag draws the box to fit a
+        ``side`` hand in, instead of panning."""
+        self._box_side = side
+        self._box_start = None
+        self._box_item.hide()
+        self.setDragMode(QGraphicsView.DragMode.NoDrag if side else QGraphicsView.DragMode.ScrollHandDrag)
+        self.viewport().setCursor(Qt.CursorShape.CrossCursor if side else Qt.CursorShape.OpenHandCursor)
+
+    def box_requested(self) -> str | None:
+        return self._box_side
+
+    def mousePressEvent(self, event):  # noqa: N802
+        if self._box_side is not None and event.button() == Qt.MouseButton.LeftButton:
+            self._box_start = self.mapToScene(event.position().toPoint())
+            self._box_item.setRect(QRectF(self._box_start, self._box_start))
+            self._box_item.show()
+            event.accept()
+            return
+        super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event):  # noqa: N802
+        if self._box_start is not None:
+            end = self.mapToScene(event.position().toPoint())
+            self._box_item.setRect(QRectF(self._box_start, end).normalized())
+            event.accept()
+            return
+        super().mouseMoveEvent(event)
+
+    def mouseReleaseEvent(self, event):  # noqa: N802
+        if self._box_start is not None and event.button() == Qt.MouseButton.LeftButton:
+            end = self.mapToScene(event.position().toPoint())
+            rect = QRectF(self._box_start, end).normalized()
+            side = self._box_side
+            self.request_box(None)
+            self.boxDrawn.emit(side, rect.left(), rect.top(), rect.right(), rect.bottom())
+            event.accept()
+            return
+        super().mouseReleaseEvent(event)
 
     def wheelEvent(self, event):  # noqa: N802 - zoom around the mouse; Shift on a joint: depth
         if event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
