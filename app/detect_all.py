@@ -10,6 +10,7 @@ cancelled: what was detected so far), so the document takes them as one undoable
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import traceback
@@ -62,8 +63,12 @@ class DetectAllWorker(QThread):
     progressed = Signal(object)  # DetectProgress
     finishedDetecting = Signal(object)  # DetectAllResult
 
-    def __init__(self, media_path: Path, camera: Camera, every: int = 1, parent=None):
+    def __init__(self, media_path: Path, camera: Camera, every: int = 1, video_detector=None, parent=None):
+        """``video_detector``: a warm video-mode MediaPipeHandDetector to use (and reset) for
+        videos; its first frame costs ~0.2-0.8 s of model start-up otherwise, part of it
+        holding the GIL."""
         super().__init__(parent)
+        self.video_detector = video_detector
         if every < 1:
             raise ValueError("every must be >= 1")
         self.media_path = Path(media_path)
@@ -104,7 +109,12 @@ class DetectAllWorker(QThread):
             fps = getattr(source, "fps", 0.0) or 30.0
             smoother = TwoHandSmoother(max_carry_frames=0)
             last_report = 0.0
-            with MediaPipeHandDetector(video_mode=video, retries=not video) as detector:
+            if video and self.video_detector is not None:
+                self.video_detector.reset()
+                detector = contextlib.nullcontext(self.video_detector)
+            else:
+                detector = MediaPipeHandDetector(video_mode=video, retries=not video)
+            with detector as detector:
                 for done, index in enumerate(indices, start=1):
                     if self.cancelled():
                         return

@@ -64,6 +64,9 @@ class MainWindow(QMainWindow):
             # a GL context: triton's LLVM loaded later from the worker thread next to Mesa's
             # llvmpipe crashes the process.
             import core.engine  # noqa: F401
+        self._video_detector = None
+        if engine_factory is None:
+            self.preload_detector()
         self.interactive = interactive
         self.unsaved_answer = QMessageBox.StandardButton.Cancel  # used when not interactive
         self.setWindowTitle(APP_NAME)
@@ -152,6 +155,10 @@ class MainWindow(QMainWindow):
         bar.addPermanentWidget(self.stage_label)
         bar.addPermanentWidget(self.progress)
         bar.addPermanentWidget(self.cancel_button)
+        # Showing a progress bar must not grow the status bar: that re-lays out the window
+        # and re-renders the 3D view on the GUI thread.
+        bar.setFixedHeight(max(self.progress.sizeHint().height(), self.cancel_button.sizeHint().height(),
+                               self.detect_cancel_button.sizeHint().height()) + 8)  # fmt: skip
 
     def _action(self, text: str, slot, shortcuts=(), menu=None, tip: str = "") -> QAction:
         action = QAction(text, self)
@@ -623,7 +630,8 @@ class MainWindow(QMainWindow):
         if self.detect_all_worker is not None:
             self.statusBar().showMessage("already detecting: Stop detecting first", 4000)
             return False
-        worker = DetectAllWorker(self.doc.media.path, self.doc.camera_for_frame(0), every, parent=self)
+        worker = DetectAllWorker(self.doc.media.path, self.doc.camera_for_frame(0), every,
+                                 video_detector=self._video_detector, parent=self)  # fmt: skip
         worker.progressed.connect(self._on_detect_progress)
         worker.finishedDetecting.connect(self._on_detect_all_finished)
         self.detect_all_worker = worker
@@ -633,6 +641,19 @@ class MainWindow(QMainWindow):
         self.detect_label.setText("detecting: starting…")
         worker.start()
         return True
+
+    def preload_detector(self) -> None:
+        """Import MediaPipe and warm a video-mode detector at start-up (~1.5 s): done later
+        by the detection thread, the import and the model's start-up hold the GIL and stall
+        the GUI for up to ~100 ms at a time while "Detect all frames" runs."""
+        if self._video_detector is not None:
+            return
+        import core.detect.pipeline  # noqa: F401
+        from core.detect.detector import MediaPipeHandDetector
+
+        detector = MediaPipeHandDetector(video_mode=True)
+        detector.detect(np.zeros((64, 64, 3), np.uint8))
+        self._video_detector = detector
 
     def cancel_detect_all(self) -> None:
         if self.detect_all_worker is not None:
@@ -834,6 +855,8 @@ class MainWindow(QMainWindow):
             self.detect_all_worker.cancel()
             self.detect_all_worker.wait(30_000)
         self.worker.stop()
+        if self._video_detector is not None:
+            self._video_detector.close()
         self.scene_view.close_view()
 
     # --- headless helpers ------------------------------------------------------------------------------

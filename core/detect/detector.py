@@ -182,6 +182,12 @@ class MediaPipeHandDetector:
             self._hands.close()
             self._hands = None
 
+    def reset(self) -> None:
+        """Forget the tracked hands (video mode): the next frame starts a new sequence."""
+        if self._hands is None:
+            raise RuntimeError("detector is closed")
+        self._hands.reset()
+
     def __enter__(self) -> MediaPipeHandDetector:
         return self
 
