@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from app.worker import (
     ReconstructionWorker,
     StageResult,
     WorkerFailure,
+    _lower_this_thread_priority,
     run_in_background,
 )
 from core.errors import InputError
@@ -651,9 +653,16 @@ class MainWindow(QMainWindow):
         import core.detect.pipeline  # noqa: F401
         from core.detect.detector import MediaPipeHandDetector
 
-        detector = MediaPipeHandDetector(video_mode=True)
-        detector.detect(np.zeros((64, 64, 3), np.uint8))
-        self._video_detector = detector
+        def build() -> None:
+            # In a lowered-priority thread: MediaPipe's graph threads inherit its niceness.
+            _lower_this_thread_priority()
+            detector = MediaPipeHandDetector(video_mode=True)
+            detector.detect(np.zeros((64, 64, 3), np.uint8))
+            self._video_detector = detector
+
+        thread = threading.Thread(target=build, name="detector-warm-up")
+        thread.start()
+        thread.join()
 
     def cancel_detect_all(self) -> None:
         if self.detect_all_worker is not None:

@@ -126,9 +126,10 @@ def test_video_annotation_session(qtbot, tmp_path, monkeypatch):
     # 6. save, reopen, export
     assert window.save_as(tmp_path / "session")
     expected = {i: doc.annotation(i).copy() for i in doc.frames}
+    saved_states = doc.frame_states()
     window.unsaved_answer = QMessageBox.StandardButton.Discard
     assert window.open_path(tmp_path / "session.im2hands.json")
-    assert doc.frame_states() == [s for s in doc.frame_states()] and doc.review_counts() == (b - a + 1, total)
+    assert doc.frame_states() == saved_states and doc.review_counts() == (b - a + 1, total)
     for index, ann in expected.items():
         got = doc.annotation(index)
         assert (got.reviewed, got.interpolated) == (ann.reviewed, ann.interpolated)
@@ -146,11 +147,12 @@ def test_video_annotation_session(qtbot, tmp_path, monkeypatch):
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("error")
         coco = COCO(str(coco_path))
-    annotated = [i for i, ann in doc.frames.items() if ann.active() is not None and ann.active().present_sides()]
+    annotated = [i for i, ann in doc.frames.items() if ann.active() and ann.active().present_sides()]
     assert len(coco.getImgIds()) == len(annotated)
     camera = doc.camera_for_frame(0)
     image_id = next(im["id"] for im in coco.dataset["images"] if im["frame_index"] == a + 1)
-    (ann,) = [x for x in coco.loadAnns(coco.getAnnIds(imgIds=[image_id])) if x["category_id"] == (side == "right") + 1]
+    category = 2 if side == "right" else 1
+    (ann,) = [x for x in coco.loadAnns(coco.getAnnIds(imgIds=[image_id])) if x["category_id"] == category]
     uv = np.reshape(ann["keypoints"], (21, 3))
     projected = camera.project(doc.active_keypoints(a + 1).hand(side))
     seen = uv[:, 2] > 0
