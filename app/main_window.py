@@ -150,6 +150,8 @@ class MainWindow(QMainWindow):
         for w in (self.detect_label, self.detect_progress, self.detect_cancel_button):
             w.hide()
         self.review_label = QLabel("reviewed 0 / 0")
+        widest = self.review_label.fontMetrics().horizontalAdvance("reviewed 00000 / 00000")
+        self.review_label.setMinimumWidth(widest)
         bar.addPermanentWidget(self.detect_label)
         bar.addPermanentWidget(self.detect_progress)
         bar.addPermanentWidget(self.detect_cancel_button)
