@@ -55,6 +55,46 @@ def write_frame_images(media: FrameSource, frames: list[ExportFrame], folder: Pa
     return written
 
 
+def mesh_job_frames(frames: list[ExportFrame], media: FrameSource):
+    """Lazily decoded frames for :func:`core.io.frame_meshes.export_frame_meshes`."""
+    from core.io.frame_meshes import MeshJobFrame
+
+    for frame in frames:
+        yield MeshJobFrame(frame.index, Path(frame.image).stem, media.frame_rgb(frame.index), frame.keypoints)
+
+
+def export_project_meshes(source: str | Path, out: str | Path, only_reviewed: bool, weights: str | None,
+                          resolution: int, device: str, fmt: str = "ply") -> list[Path]:  # fmt: skip
+    """``export --format meshes``: every annotated (or reviewed) frame of a project."""
+    from app.project import is_project_path, load_project_file
+    from core.engine import Engine, ReconstructionSettings
+    from core.io.frame_meshes import export_frame_meshes
+
+    if not is_project_path(source):
+        raise InputError(f"{source}: mesh export needs a project (its media holds the images)")
+    data = load_project_file(source)
+    if data.media_path is None:
+        raise InputError(f"{source}: the project has no media")
+    media = open_media(data.media_path)
+    try:
+        frames = export_frames(data.frames, media, only_reviewed)
+        camera = document_camera(data.camera, media)
+        engine = Engine(weights, device=device)
+        settings = ReconstructionSettings(resolution=resolution, preview_resolution=min(64, resolution),
+                                          device=device)  # fmt: skip
+
+        def progress(done: int, total: int) -> None:
+            print(f"  meshes {done}/{total}", flush=True)
+
+        def reconstruct(image, keypoints):
+            return engine.reconstruct(image, camera, keypoints, settings)
+
+        jobs = mesh_job_frames(frames, media)
+        return export_frame_meshes(reconstruct, jobs, len(frames), out, fmt, progress)
+    finally:
+        media.close()
+
+
 def export_file(source: str | Path, fmt: str, out: str | Path, only_reviewed: bool = False,
                 write_images: bool = False) -> list[Path]:  # fmt: skip
     """``python main.py export``: a project or our keypoint JSON -> ``fmt`` at ``out``."""

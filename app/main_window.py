@@ -92,6 +92,7 @@ class MainWindow(QMainWindow):
         self._background_tasks = set()
         self.detect_all_worker: DetectAllWorker | None = None
         self.last_detect_all: DetectAllResult | None = None
+        self.last_mesh_export = None  # list of written paths, or the exception
         self.help_dialog: HelpDialog | None = None
         self._states_timer = QTimer(self)  # coalesces timeline / counter updates
         self._states_timer.setSingleShot(True)
@@ -147,6 +148,7 @@ class MainWindow(QMainWindow):
         self.detect_cancel_button = QToolButton()
         self.detect_cancel_button.setText("Stop detecting")
         self.detect_cancel_button.clicked.connect(self.cancel_detect_all)
+        self.detect_cancel_button.clicked.connect(self.worker.cancel_job)
         for w in (self.detect_label, self.detect_progress, self.detect_cancel_button):
             w.hide()
         self.review_label = QLabel("reviewed 0 / 0")
@@ -215,6 +217,8 @@ class MainWindow(QMainWindow):
         a("&Recover autosave", self.recover_autosave, [], file_menu)
         file_menu.addSeparator()
         a("Export &meshes…", self._export_meshes_dialog, ["Ctrl+E"], file_menu)
+        a("Export meshes of &all frames…", lambda: self._export_all_meshes_dialog(False), [], file_menu)
+        a("Export meshes of re&viewed frames…", lambda: self._export_all_meshes_dialog(True), [], file_menu)
         a("Export keypoints (JSON)…", self._export_keypoints_dialog, ["Ctrl+Shift+E"], file_menu)
         a("Export keypoints (&COCO)…", lambda: self._export_dialog("coco"), [], file_menu)
         a("Export keypoints (&InterHand2.6M)…", lambda: self._export_dialog("interhand"), [], file_menu)
@@ -290,6 +294,8 @@ class MainWindow(QMainWindow):
         self.controller.busyChanged.connect(self.cancel_button.setVisible)
         self.controller.cleared.connect(lambda: self.scene_view.show_reconstruction(None))
         self.worker.engineReady.connect(self._on_engine_ready)
+        self.worker.jobProgress.connect(self._on_job_progress)
+        self.worker.jobDone.connect(self._on_job_done)
         self.settings_panel.settingsChanged.connect(self._on_settings_changed)
         self.settings_panel.deviceChanged.connect(self._on_device_changed)
         self.settings_panel.loadCheckpointRequested.connect(self._load_checkpoint_dialog)
@@ -694,6 +700,60 @@ class MainWindow(QMainWindow):
             f"({hands} hands, {result.frames_per_s:.1f} frames/s); {changed} updated", 8000
         )
 
+    def export_all_meshes(self, out_dir: str | Path, only_reviewed: bool = False) -> bool:
+        """Reconstruct every annotated (or reviewed) frame into ``out_dir/<frame>/`` in the
+        worker thread, with progress and a stop button; the result lands in
+        :attr:`last_mesh_export` (written paths, or the exception)."""
+        from app.export_frames import document_camera, export_frames, mesh_job_frames
+        from app.media import open_media
+        from core.io.frame_meshes import export_frame_meshes
+
+        if self.doc.media is None:
+            self.report_error("Export meshes", "nothing is open")
+            return False
+        frames = export_frames(self.doc.frames, self.doc.media, only_reviewed)
+        if not frames:
+            self.report_error("Export meshes", "no annotated frames to export")
+            return False
+        camera = document_camera(self.doc.camera, self.doc.media)
+        settings = self.controller._settings_factory(self.settings_panel.settings())
+        media_path = self.doc.media.path
+
+        def job(engine, should_cancel, progress):
+            def reconstruct(image, keypoints):
+                stages = list(engine.reconstruct_progressive(image, camera, keypoints, settings))
+                return stages[-1]
+
+            media = open_media(media_path)  # this thread's own decoder
+            try:
+                return export_frame_meshes(reconstruct, mesh_job_frames(frames, media), len(frames), out_dir,
+                                           "ply", progress, should_cancel)  # fmt: skip
+            finally:
+                media.close()
+
+        self.last_mesh_export = None
+        self.detect_progress.setRange(0, len(frames))
+        self.detect_progress.setValue(0)
+        self.detect_label.setText(f"meshes 0/{len(frames)}")
+        for w in (self.detect_label, self.detect_progress, self.detect_cancel_button):
+            w.show()
+        self.worker.submit_job(job)
+        return True
+
+    def _on_job_progress(self, done: int, total: int) -> None:
+        self.detect_progress.setRange(0, total)
+        self.detect_progress.setValue(done)
+        self.detect_label.setText(f"meshes {done}/{total}")
+
+    def _on_job_done(self, result) -> None:
+        for w in (self.detect_label, self.detect_progress, self.detect_cancel_button):
+            w.hide()
+        self.last_mesh_export = result
+        if isinstance(result, BaseException):
+            self.report_error("Export meshes", str(result) or type(result).__name__)
+        else:
+            self.statusBar().showMessage(f"wrote {len(result)} mesh files", 6000)
+
     def export_annotations(self, fmt: str, path: str | Path, only_reviewed: bool = False,
                            write_images: bool = False) -> list[Path]:  # fmt: skip
         """Our JSON, COCO keypoints or the InterHand2.6M trio (``path``: a folder) of the
@@ -819,6 +879,11 @@ class MainWindow(QMainWindow):
             written = self.export_annotations(fmt, path, write_images=True)
             if written:
                 self.statusBar().showMessage(f"wrote {len(written)} file(s) to {path}", 5000)
+
+    def _export_all_meshes_dialog(self, only_reviewed: bool) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Export meshes into", self._last_dir())
+        if path:
+            self.export_all_meshes(path, only_reviewed)
 
     def _screenshot_dialog(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save screenshot", self._last_dir(), "PNG (*.png)")

@@ -211,3 +211,23 @@ def test_help_sheet_hints_and_one_meaning_per_key(qtbot, tmp_path, monkeypatch):
     window.open_path(image_path)
     assert "Ctrl+D" in window.image_view.hint()
     assert window.doc.frame_states() == [NOT_ANNOTATED]
+
+
+def test_meshes_of_every_frame_with_progress(folder_window, qtbot, tmp_path):
+    window, _ = folder_window
+    window.doc.copy_to_next_frame(0)
+    window.doc.copy_to_next_frame(1)
+    window.doc.set_reviewed(frames=[1])
+    progress = []
+    window.worker.jobProgress.connect(lambda done, total: progress.append((done, total)))
+    assert window.export_all_meshes(tmp_path / "meshes")
+    qtbot.waitUntil(lambda: window.last_mesh_export is not None, timeout=20_000)
+    written = window.last_mesh_export
+    assert sorted({p.parent.name for p in written}) == ["f0", "f1", "f2"]
+    assert {p.name for p in written} >= {"left.ply", "right.ply"}
+    assert progress[-1] == (3, 3) and not window.detect_progress.isVisible()
+    window.last_mesh_export = None
+    assert window.export_all_meshes(tmp_path / "reviewed", only_reviewed=True)
+    qtbot.waitUntil(lambda: window.last_mesh_export is not None, timeout=20_000)
+    assert {p.parent.name for p in window.last_mesh_export} == {"f1"}
+    wait_final(qtbot, window)
