@@ -109,8 +109,7 @@ class DetectAllWorker(QThread):
             fps = getattr(source, "fps", 0.0) or 30.0
             smoother = TwoHandSmoother(max_carry_frames=0)
             last_report = 0.0
-            if video and self.video_detector is not None:
-                self.video_detector.reset()
+            if video and self.video_detector is not None:  # warm, tracking nothing (see below)
                 detector = contextlib.nullcontext(self.video_detector)
             else:
                 detector = MediaPipeHandDetector(video_mode=video, retries=not video)
@@ -124,5 +123,7 @@ class DetectAllWorker(QThread):
                     if now - last_report >= PROGRESS_INTERVAL_S or done == len(indices):
                         last_report = now
                         self.progressed.emit(DetectProgress(done, len(indices), now - start))
+                if video and self.video_detector is not None:
+                    self.video_detector.forget_tracks()  # ready for the next video
         finally:
             source.close()

@@ -665,7 +665,7 @@ class MainWindow(QMainWindow):
             # In a lowered-priority thread: MediaPipe's graph threads inherit its niceness.
             _lower_this_thread_priority()
             detector = MediaPipeHandDetector(video_mode=True)
-            detector.detect(np.zeros((64, 64, 3), np.uint8))
+            detector.forget_tracks()  # the first frame loads the models
             self._video_detector = detector
 
         thread = threading.Thread(target=build, name="detector-warm-up")
