@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
+import core.engine  # noqa: F401  (torch/triton load before any GL context of GUI tests: see app.cli)
 from app.annotation import place_template_hand
 from core.io.exports import ExportError, ExportFrame, coco_document, save_coco, save_interhand, write_export
 from core.io.keypoints import load_interhand_keypoints, load_keypoints, load_keypoints_json
