@@ -68,6 +68,7 @@ def shoot(widget, name: str) -> None:
 
 
 def test_video_annotation_session(qtbot, tmp_path, monkeypatch):
+    """The issue's scripted session, step by step (long: one story, seven numbered steps)."""
     if QGuiApplication.platformName() != "xcb":
         pytest.skip("3D view needs an X server")
     if not VIDEO.is_file():
