@@ -18,6 +18,7 @@ COMMANDS = {
     "synth": ("core.cli.synth", "generate / preview synthetic two-hand data"),
     "train": ("core.cli.train", "train K, I or R"),
     "evaluate": ("core.cli.evaluate", "evaluate K, I, R on a dataset"),
+    "export": ("app.export_cli", "export annotations: our JSON, COCO keypoints, InterHand2.6M"),
 }
 
 

@@ -7,6 +7,12 @@ A frame holds up to three keypoint sets, all camera frame, metres, ``mano`` orde
 * ``refined``  -- network K's output from the last reconstruction (derived, display only).
 
 The *active* set, the one reconstructed and edited, is ``edited`` if present, else ``detected``.
+
+Review bookkeeping per frame: ``interpolated`` (``edited`` holds a pose interpolated between
+keyframes, not the user's own), ``reviewed`` (the annotator signed the frame off) and
+``no_hands`` (someone looked: there is no hand). :func:`frame_state` turns these into the
+one state the timeline shows. Joint visibility has three states with COCO's codes:
+2 visible, 1 occluded (labelled, not seen), 0 outside the image.
 """
 
 from __future__ import annotations
@@ -20,9 +26,24 @@ from core.types import Camera, TwoHandKeypoints
 
 KEYPOINT_SETS = ("detected", "edited", "refined")
 
+OUTSIDE, OCCLUDED, VISIBLE = 0, 1, 2  # COCO keypoint flags
+VISIBILITY_NAMES = {VISIBLE: "visible", OCCLUDED: "occluded", OUTSIDE: "outside"}
+VISIBILITY_CYCLE = (VISIBLE, OCCLUDED, OUTSIDE)
+
+# Frame states, in the order the timeline legend lists them.
+NOT_ANNOTATED, NO_HANDS, DETECTED, INTERPOLATED, EDITED, REVIEWED = (
+    "not annotated", "no hands", "detected", "interpolated", "edited", "reviewed",
+)  # fmt: skip
+FRAME_STATES = (NOT_ANNOTATED, NO_HANDS, DETECTED, INTERPOLATED, EDITED, REVIEWED)
+
 
 def _all_visible() -> np.ndarray:
-    return np.ones((len(HAND_SIDES), NUM_JOINTS), dtype=bool)
+    return np.full((len(HAND_SIDES), NUM_JOINTS), VISIBLE, dtype=np.int8)
+
+
+def visibility_from_bools(rows) -> np.ndarray:
+    """Older files stored visible / not visible: not visible was an occluded joint."""
+    return np.where(np.asarray(rows, dtype=bool), VISIBLE, OCCLUDED).astype(np.int8)
 
 
 @dataclass
@@ -30,24 +51,58 @@ class FrameAnnotation:
     detected: TwoHandKeypoints | None = None
     edited: TwoHandKeypoints | None = None
     refined: TwoHandKeypoints | None = None
-    visible: np.ndarray = field(default_factory=_all_visible)  # (2, 21) bool, rows left, right
+    visibility: np.ndarray = field(default_factory=_all_visible)  # (2, 21) int8, rows left, right
+    interpolated: bool = False
+    reviewed: bool = False
+    no_hands: bool = False
+
+    @property
+    def visible(self) -> np.ndarray:
+        """(2, 21) bool: the joints seen in the image (a copy)."""
+        return self.visibility == VISIBLE
 
     def active(self) -> TwoHandKeypoints | None:
         return self.edited if self.edited is not None else self.detected
+
+    def is_keyframe(self) -> bool:
+        """Edited by the user (not interpolated): the poses interpolation starts from."""
+        return self.edited is not None and not self.interpolated
 
     def copy(self) -> FrameAnnotation:
         def dup(k: TwoHandKeypoints | None) -> TwoHandKeypoints | None:
             return None if k is None else k.copy()
 
-        return FrameAnnotation(dup(self.detected), dup(self.edited), dup(self.refined), self.visible.copy())
+        return FrameAnnotation(
+            dup(self.detected), dup(self.edited), dup(self.refined), self.visibility.copy(),
+            self.interpolated, self.reviewed, self.no_hands,
+        )  # fmt: skip
 
     def is_empty(self) -> bool:
         return (
             self.detected is None
             and self.edited is None
             and self.refined is None
-            and bool(self.visible.all())
+            and bool((self.visibility == VISIBLE).all())
+            and not (self.reviewed or self.no_hands)
         )
+
+
+def frame_state(ann: FrameAnnotation | None) -> str:
+    """The one state of a frame shown on the timeline (see the module docstring)."""
+    if ann is None:
+        return NOT_ANNOTATED
+    if ann.reviewed:
+        return REVIEWED
+    if ann.is_keyframe():
+        return EDITED
+    if ann.interpolated:
+        return INTERPOLATED
+    active = ann.active()
+    if active is not None and active.present_sides():
+        return DETECTED
+    if ann.no_hands or active is not None:
+        return NO_HANDS
+    return NOT_ANNOTATED
 
 
 def side_row(side: str) -> int:
@@ -115,3 +170,20 @@ def place_template_hand(side: str, camera: Camera, other_hand_cam_m: np.ndarray 
         centre = np.array([camera.width / 2.0, camera.height * 0.6])
         wrist = camera.backproject(centre, np.array(0.6))
     return template_hand(side) + wrist
+
+
+def fit_template_in_box(side: str, camera: Camera, box_px) -> np.ndarray:
+    """The template hand placed so its image fits the box ``(u0, v0, u1, v1)`` the user
+    dragged: depth from the box's size (the larger of the width and height fits), centre on
+    the box's centre."""
+    u0, v0, u1, v1 = (float(x) for x in box_px)
+    width_px, height_px = abs(u1 - u0), abs(v1 - v0)
+    if min(width_px, height_px) < 4:
+        raise ValueError(f"the box is too small ({width_px:.0f} x {height_px:.0f} px): drag a larger one")
+    joints = template_hand(side)
+    lo, hi = joints[:, :2].min(axis=0), joints[:, :2].max(axis=0)
+    K = np.asarray(camera.K, dtype=np.float64)
+    depth = max(K[0, 0] * (hi[0] - lo[0]) / width_px, K[1, 1] * (hi[1] - lo[1]) / height_px)
+    centre = camera.backproject(np.array([(u0 + u1) / 2, (v0 + v1) / 2]), np.array(depth))
+    offset = np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, 0.0])
+    return joints - offset + centre

@@ -3,6 +3,18 @@
 HAND_COLORS = {"left": (66, 135, 245), "right": (245, 130, 48)}
 PENETRATION_COLOR = (230, 30, 140)
 HIDDEN_JOINT_ALPHA = 90  # occluded joints are drawn faint
+OUTSIDE_JOINT_ALPHA = 25  # joints outside the image: an outline only
+GHOST_COLOR = (235, 235, 235)  # network K's refined keypoints before they are accepted
+
+# Timeline marks per frame state (app.annotation.FRAME_STATES).
+STATE_COLORS = {
+    "not annotated": (70, 70, 70),
+    "no hands": (140, 140, 140),
+    "detected": (66, 160, 245),
+    "interpolated": (250, 200, 40),
+    "edited": (235, 90, 40),
+    "reviewed": (60, 190, 90),
+}
 
 
 def rgb01(color: tuple[int, int, int]) -> tuple[float, float, float]:

@@ -15,7 +15,20 @@ import numpy as np
 from PySide6.QtCore import QObject, QStandardPaths, QTimer, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
 
-from app.annotation import FrameAnnotation, place_template_hand, side_row, swapped, with_hand
+from app.annotation import (
+    REVIEWED,
+    VISIBILITY_CYCLE,
+    VISIBILITY_NAMES,
+    VISIBLE,
+    FrameAnnotation,
+    fit_template_in_box,
+    frame_state,
+    place_template_hand,
+    side_row,
+    swapped,
+    visibility_from_bools,
+    with_hand,
+)
 from app.media import FrameSource, MediaError, open_media
 from app.project import (
     PROJECT_SUFFIX,
@@ -24,6 +37,7 @@ from app.project import (
     load_project_file,
     save_project_file,
 )
+from core.geometry.pose_interpolation import interpolate_hand, rigid_transform_hand
 from core.hand.joints import HAND_SIDES, NUM_JOINTS
 from core.types import Camera, TwoHandKeypoints
 
@@ -57,9 +71,17 @@ class _SnapshotCommand(QUndoCommand):
 
     def redo(self) -> None:
         self._doc._apply_snapshot(self._after, self._camera is not None, self._camera and self._camera[1])
+        self._show_frames()
 
     def undo(self) -> None:
         self._doc._apply_snapshot(self._before, self._camera is not None, self._camera and self._camera[0])
+        self._show_frames()
+
+    def _show_frames(self) -> None:
+        """Undo shows what it undoes: an edit of another frame first brings that frame up."""
+        frames = sorted(self._after)
+        if frames and self._doc.current_frame not in frames:
+            self._doc.set_current_frame(frames[0])
 
 
 class Document(QObject):
@@ -194,25 +216,59 @@ class Document(QObject):
     def set_detected_keypoints(
         self, keypoints_by_frame: dict[int, TwoHandKeypoints], camera: Camera | None = None,
         visibility_by_frame: dict[int, np.ndarray] | None = None, text: str = "Load keypoints",
-    ) -> None:  # fmt: skip
+        keep_user_work: bool = False,
+    ) -> int:  # fmt: skip
         """Replace the detected set of frames (dropping their edits), optionally the camera
-        and the (2, 21) joint visibility."""
+        and the (2, 21) joint visibility (codes, or booleans of older files). A frame whose
+        keypoints hold no hand is marked "no hands". ``keep_user_work``: frames the user
+        edited or reviewed are left alone. Returns the number of frames changed."""
         after = {}
         for index, kps in keypoints_by_frame.items():
             ann = self.annotation(index).copy()
+            if keep_user_work and (ann.is_keyframe() or ann.reviewed):
+                continue
             ann.detected = kps.copy()
             ann.edited = None
             ann.refined = None
+            ann.interpolated = ann.reviewed = False
+            ann.no_hands = not kps.present_sides()
             if visibility_by_frame and index in visibility_by_frame:
-                ann.visible = np.asarray(visibility_by_frame[index], dtype=bool).reshape(2, NUM_JOINTS).copy()
+                rows = np.asarray(visibility_by_frame[index]).reshape(2, NUM_JOINTS)
+                ann.visibility = visibility_from_bools(rows) if rows.dtype == bool else rows.astype(np.int8)
             after[index] = ann
-        self._push(text, after, camera=camera)
+        if after:
+            self._push(text, after, camera=camera)
+        return len(after)
 
     def set_active_hand(self, index: int, side: str, joints_cam_m: np.ndarray | None, text: str,
                         merge_key=None) -> None:  # fmt: skip
-        ann = self.annotation(index).copy()
+        ann = _user_edit(self.annotation(index))
         ann.edited = with_hand(ann.active(), side, joints_cam_m)
         self._push(text, {index: ann}, merge_key=merge_key)
+
+    def transform_hand(self, index: int, side: str, rotation=None, scale: float = 1.0, translation=None,
+                       pivot=None, text: str = "", merge_key=None) -> bool:  # fmt: skip
+        """Move / rotate / scale a whole hand (about its wrist unless ``pivot`` is given)."""
+        active = self.active_keypoints(index)
+        hand = None if active is None else active.hand(side)
+        if hand is None:
+            return False
+        moved = rigid_transform_hand(hand, rotation, scale, translation, pivot)
+        if not np.isfinite(moved).all() or moved[:, 2].min() <= 1e-6:
+            return False
+        self.set_active_hand(index, side, moved, text or f"Transform {side} hand", merge_key=merge_key)
+        return True
+
+    def set_joint_depth(self, index: int, side: str, joint: int, depth_m: float, merge_key=None) -> bool:
+        """Slide a joint along its camera ray to ``depth_m`` (its pixel stays put)."""
+        active = self.active_keypoints(index)
+        hand = None if active is None else active.hand(side)
+        camera = self.camera_for_frame(index)
+        if hand is None or camera is None or depth_m <= 1e-3:
+            return False
+        uv = camera.project(np.asarray(hand[joint], dtype=np.float64)[None])[0]
+        point = camera.backproject(uv, np.array(float(depth_m)))
+        return self.move_keypoint_3d(index, side, joint, point, merge_key=merge_key)
 
     def move_keypoint_3d(self, index: int, side: str, joint: int, point_cam_m, merge_key=None) -> bool:
         """Move one joint to a camera-frame position (metres). Returns False if impossible."""
@@ -239,29 +295,54 @@ class Document(QObject):
         return self.move_keypoint_3d(index, side, joint, point, merge_key=merge_key)
 
     def set_joint_visible(self, index: int, side: str, joint: int, visible: bool) -> None:
+        from app.annotation import OCCLUDED
+
+        self.set_joint_visibility(index, side, joint, VISIBLE if visible else OCCLUDED)
+
+    def set_joint_visibility(self, index: int, side: str, joint: int, code: int) -> None:
+        """Visible (2), occluded (1) or outside the image (0); not a pose edit, so the
+        frame keeps its keyframe / interpolated state (and the reconstruction its cache)."""
         ann = self.annotation(index).copy()
-        ann.visible[side_row(side), joint] = bool(visible)
-        self._push(f"{'Show' if visible else 'Hide'} {side} joint {joint}", {index: ann})
+        ann.visibility[side_row(side), joint] = int(code)
+        ann.reviewed = False
+        self._push(f"Mark {side} joint {joint} {VISIBILITY_NAMES[int(code)]}", {index: ann})
+
+    def cycle_joint_visibility(self, index: int, side: str, joint: int) -> int:
+        """visible -> occluded -> outside -> visible; returns the new code."""
+        current = int(self.annotation(index).visibility[side_row(side), joint])
+        code = VISIBILITY_CYCLE[(VISIBILITY_CYCLE.index(current) + 1) % len(VISIBILITY_CYCLE)]
+        self.set_joint_visibility(index, side, joint, code)
+        return code
 
     def swap_hands(self, index: int | None = None) -> None:
         index = self.current_frame if index is None else index
-        ann = self.annotation(index).copy()
+        ann = _user_edit(self.annotation(index))
         if ann.active() is None:
             return
         ann.detected = swapped(ann.detected)
         ann.edited = swapped(ann.edited)
         ann.refined = swapped(ann.refined)
-        ann.visible = ann.visible[::-1].copy()
+        ann.visibility = ann.visibility[::-1].copy()
         self._push("Swap left/right", {index: ann})
 
     def accept_refined(self, index: int | None = None) -> bool:
         """Make network K's refined keypoints the edited set (undoable)."""
         index = self.current_frame if index is None else index
-        ann = self.annotation(index).copy()
+        ann = _user_edit(self.annotation(index))
         if ann.refined is None:
             return False
         ann.edited = ann.refined.copy()
         self._push("Accept refined keypoints", {index: ann})
+        return True
+
+    def accept_refined_hand(self, side: str, index: int | None = None) -> bool:
+        """Take the refiner's keypoints for one hand only (undoable)."""
+        index = self.current_frame if index is None else index
+        refined = self.annotation(index).refined
+        joints = None if refined is None else refined.hand(side)
+        if joints is None:
+            return False
+        self.set_active_hand(index, side, joints, f"Accept refined {side} hand")
         return True
 
     def add_missing_hand(self, side: str, index: int | None = None) -> bool:
@@ -275,9 +356,93 @@ class Document(QObject):
         self.set_active_hand(index, side, place_template_hand(side, camera, other), f"Add {side} hand")
         return True
 
+    def add_hand_in_box(self, side: str, box_px, index: int | None = None) -> bool:
+        """Place (or replace) a template hand fitted to a box the user dragged (raises
+        ValueError for a box too small)."""
+        index = self.current_frame if index is None else index
+        camera = self.camera_for_frame(index)
+        if camera is None:
+            return False
+        self.set_active_hand(index, side, fit_template_in_box(side, camera, box_px), f"Add {side} hand")
+        return True
+
     def remove_hand(self, side: str, index: int | None = None) -> None:
         index = self.current_frame if index is None else index
         self.set_active_hand(index, side, None, f"Remove {side} hand")
+
+    # --- review and propagation (undoable) ---------------------------------------------------
+    def frame_states(self) -> list[str]:
+        """The state of every frame (see :func:`app.annotation.frame_state`)."""
+        return [frame_state(self.frames.get(i)) for i in range(self.frame_count())]
+
+    def review_counts(self) -> tuple[int, int]:
+        """(frames reviewed, frames in the media)."""
+        return sum(1 for a in self.frames.values() if a.reviewed), self.frame_count()
+
+    def set_reviewed(self, reviewed: bool = True, frames=None) -> int:
+        """Mark frames (default: the current one) reviewed or not; returns how many changed."""
+        frames = [self.current_frame] if frames is None else list(frames)
+        after = {}
+        for index in frames:
+            ann = self.annotation(index).copy()
+            if ann.reviewed != reviewed and 0 <= index < self.frame_count():
+                ann.reviewed = reviewed
+                after[index] = ann
+        if after:
+            what = f"frame {frames[0]}" if len(after) == 1 else f"{len(after)} frames"
+            self._push(f"Mark {what} {'reviewed' if reviewed else 'not reviewed'}", after)
+        return len(after)
+
+    def next_needing_review(self, start: int | None = None) -> int | None:
+        """The first frame after ``start`` (wrapping around) that is not reviewed."""
+        count = self.frame_count()
+        start = self.current_frame if start is None else start
+        for step in range(1, count + 1):
+            index = (start + step) % count
+            if frame_state(self.frames.get(index)) != REVIEWED:
+                return index
+        return None
+
+    def copy_to_next_frame(self, index: int | None = None) -> bool:
+        """The frame's pose and visibility become the next frame's (an edit there); moves on."""
+        index = self.current_frame if index is None else index
+        source = self.annotation(index)
+        if source.active() is None or index + 1 >= self.frame_count():
+            return False
+        ann = _user_edit(self.annotation(index + 1))
+        ann.edited = source.active().copy()
+        ann.visibility = source.visibility.copy()
+        self._push(f"Copy frame {index} to {index + 1}", {index + 1: ann})
+        self.set_current_frame(index + 1)
+        return True
+
+    def keyframes(self) -> list[int]:
+        return sorted(i for i, a in self.frames.items() if a.is_keyframe())
+
+    def interpolate_keyframes(self) -> int:
+        """Fill the frames between consecutive keyframes with interpolated poses (hands that
+        both keyframes have; reviewed frames are left alone). Returns the frames filled."""
+        keys = self.keyframes()
+        after = {}
+        for start, end in zip(keys, keys[1:], strict=False):
+            a, b = self.frames[start].edited, self.frames[end].edited
+            sides = [s for s in HAND_SIDES if a.hand(s) is not None and b.hand(s) is not None]
+            if not sides:
+                continue
+            for index in range(start + 1, end):
+                ann = self.annotation(index).copy()
+                if ann.reviewed or ann.is_keyframe():
+                    continue
+                t = (index - start) / (end - start)
+                hands = {s: interpolate_hand(a.hand(s), b.hand(s), t) if s in sides else None
+                         for s in HAND_SIDES}  # fmt: skip
+                ann.edited = TwoHandKeypoints(**hands)
+                ann.visibility = self.frames[start if t < 0.5 else end].visibility.copy()
+                ann.interpolated, ann.no_hands = True, False
+                after[index] = ann
+        if after:
+            self._push(f"Interpolate {len(after)} frames", after)
+        return len(after)
 
     # --- derived data (not undoable, not a user edit) ------------------------------------
     def set_refined(self, index: int, keypoints: TwoHandKeypoints | None) -> None:
@@ -396,6 +561,16 @@ class Document(QObject):
         path = self.autosave_path()
         if path is not None:
             path.unlink(missing_ok=True)
+
+
+def _user_edit(ann: FrameAnnotation) -> FrameAnnotation:
+    """A copy about to take a user's pose edit: it becomes a keyframe, to be reviewed again."""
+    out = ann.copy()
+    if out.interpolated:  # the interpolated pose becomes the user's own
+        out.interpolated = False
+    out.reviewed = False
+    out.no_hands = False
+    return out
 
 
 def hand_joint_label(side: str, joint: int) -> str:

@@ -124,6 +124,9 @@ class ImageFolderSource(FrameSource):
         return read_image_rgb(self.files[index])
 
 
+_MAX_GRAB_AHEAD = 16  # a seek decodes from the previous key frame: dearer than a few grabs
+
+
 class VideoSource(FrameSource):
     kind = "video"
 
@@ -145,7 +148,11 @@ class VideoSource(FrameSource):
         return f"{self.path.name} frame {index}"
 
     def _decode(self, index: int) -> np.ndarray:
-        if index != self._next_index:
+        if self._next_index < index <= self._next_index + _MAX_GRAB_AHEAD:
+            while self._next_index < index:  # a short skip forward: decoding beats seeking
+                self._capture.grab()
+                self._next_index += 1
+        elif index != self._next_index:
             self._capture.set(cv2.CAP_PROP_POS_FRAMES, index)
         ok, bgr = self._capture.read()
         if not ok or bgr is None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import traceback
 from dataclasses import dataclass
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -22,6 +23,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+from app.colors import STATE_COLORS
 
 # Defaults mirror core.engine.ReconstructionSettings; the engine stays the authority.
 DEFAULT_SETTINGS = {
@@ -189,15 +192,70 @@ class SettingsPanel(QWidget):
         self.mode_label.setText(f"engine: {mode or 'not loaded'}" + (f" on {device}" if device else ""))
 
 
-class FrameStrip(QWidget):
-    """Slider over the frames of a video / image folder."""
+class TimelineBar(QWidget):
+    """One coloured mark per frame (its review state, app.colors.STATE_COLORS) and the
+    current frame outlined; a click or drag picks a frame."""
 
     frameRequested = Signal(int)
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(4, 0, 4, 0)
+        self.states: list[str] = []
+        self.current = 0
+        self.setMinimumHeight(14)
+        self.setMaximumHeight(14)
+        self.setToolTip("frame states: " + ", ".join(STATE_COLORS))
+
+    def sizeHint(self) -> QSize:  # noqa: N802
+        return QSize(400, 14)
+
+    def set_states(self, states: list[str], current: int) -> None:
+        self.states, self.current = list(states), int(current)
+        self.update()
+
+    def frame_at(self, x: float) -> int:
+        count = max(len(self.states), 1)
+        return int(min(max(x / max(self.width(), 1) * count, 0), count - 1))
+
+    def mark_rect(self, index: int) -> QRectF:
+        step = self.width() / max(len(self.states), 1)
+        return QRectF(index * step, 0, max(step, 1.0), self.height())
+
+    def paintEvent(self, _event) -> None:  # noqa: N802
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), QColor(*STATE_COLORS["not annotated"]))
+        for index, state in enumerate(self.states):
+            if state != "not annotated":
+                painter.fillRect(self.mark_rect(index), QColor(*STATE_COLORS[state]))
+        if self.states:
+            painter.setPen(QPen(QColor(255, 255, 255), 2))
+            painter.drawRect(self.mark_rect(self.current).adjusted(1, 1, -1, -1))
+        painter.end()
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802
+        if self.states:
+            self.frameRequested.emit(self.frame_at(event.position().x()))
+
+    def mouseMoveEvent(self, event) -> None:  # noqa: N802
+        if self.states and event.buttons() & Qt.MouseButton.LeftButton:
+            self.frameRequested.emit(self.frame_at(event.position().x()))
+
+
+class FrameStrip(QWidget):
+    """Slider over the frames of a video / image folder, with the timeline of frame states."""
+
+    frameRequested = Signal(int)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(4, 0, 4, 0)
+        outer.setSpacing(2)
+        layout = QHBoxLayout()
+        outer.addLayout(layout)
+        self.timeline = TimelineBar()
+        outer.addWidget(self.timeline)
+        self.timeline.frameRequested.connect(self.frameRequested)
         self.previous = QToolButton()
         self.previous.setArrowType(Qt.ArrowType.LeftArrow)
         self.next = QToolButton()
@@ -219,6 +277,11 @@ class FrameStrip(QWidget):
         self.slider.blockSignals(False)
         self.setVisible(count > 1)
         self.label.setText(f"{current + 1} / {count}  {name}" if count else "no media")
+        self.timeline.current = current
+        self.timeline.update()
+
+    def set_states(self, states: list[str], current: int) -> None:
+        self.timeline.set_states(states, current)
 
 
 @dataclass(frozen=True)

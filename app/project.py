@@ -1,13 +1,17 @@
 """Project files: versioned JSON, written atomically (no Qt).
 
-Layout (``version`` 1)::
+Layout (``version`` 2; version 1 files, with boolean ``visible`` instead of
+``visibility`` and no review flags, are read too)::
 
     {"format": "im2hands-studio-project", "version": 1,
      "media": {"kind": "image"|"folder"|"video", "path": "<relative to the project file>"} | null,
      "camera": {"K": 3x3, "width": int, "height": int} | null,
      "current_frame": int, "settings": {...}, "weights": "<path>" | null,
      "frames": [{"index": i, "detected": HANDS|null, "edited": HANDS|null,
-                 "refined": HANDS|null, "visible": {"left": [21 bools], "right": [...]}}]}
+                 "refined": HANDS|null, "visibility": {"left": [21 x 0|1|2], "right": [...]},
+                 "interpolated": bool, "reviewed": bool, "no_hands": bool}]}
+
+    visibility codes (COCO's): 2 visible, 1 occluded, 0 outside the image
 
     HANDS = {"left": 21x[x, y, z] | null, "right": ...}  (camera frame, metres, mano order)
 
@@ -23,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.annotation import KEYPOINT_SETS, FrameAnnotation, side_row
+from app.annotation import KEYPOINT_SETS, OUTSIDE, VISIBLE, FrameAnnotation, side_row, visibility_from_bools
 from core.errors import InputError
 from core.hand.joints import HAND_SIDES, NUM_JOINTS
 from core.io.atomic import write_text_atomic
@@ -31,7 +35,7 @@ from core.io.keypoints import camera_from_json, camera_to_json, reading
 from core.types import Camera, TwoHandKeypoints
 
 PROJECT_FORMAT = "im2hands-studio-project"
-PROJECT_VERSION = 1
+PROJECT_VERSION = 2
 PROJECT_SUFFIX = ".im2hands.json"
 
 
@@ -102,7 +106,8 @@ def project_to_json(data: ProjectData, base_dir: Path) -> dict:
         entry = {"index": int(index)}
         for name in KEYPOINT_SETS:
             entry[name] = _hands_to_json(getattr(ann, name))
-        entry["visible"] = {s: ann.visible[side_row(s)].tolist() for s in HAND_SIDES}
+        entry["visibility"] = {s: ann.visibility[side_row(s)].tolist() for s in HAND_SIDES}
+        entry.update(interpolated=ann.interpolated, reviewed=ann.reviewed, no_hands=ann.no_hands)
         frames.append(entry)
     media = None
     if data.media_path is not None:
@@ -174,15 +179,26 @@ def project_from_json(obj, base_dir: Path) -> ProjectData:
         ann = FrameAnnotation()
         for name in KEYPOINT_SETS:
             setattr(ann, name, _hands_from_json(entry.get(name), f"{where}.{name}"))
-        visible = entry.get("visible") or {}
-        for s in HAND_SIDES:
-            if s in visible:
-                row = np.asarray(visible[s], dtype=bool)
-                if row.shape != (NUM_JOINTS,):
-                    raise ProjectFileError(f"{where}.visible.{s}: expected {NUM_JOINTS} booleans")
-                ann.visible[side_row(s)] = row
+        _read_visibility(entry, ann, where)
+        for flag in ("interpolated", "reviewed", "no_hands"):
+            setattr(ann, flag, bool(entry.get(flag, False)))
         data.frames[index] = ann
     return data
+
+
+def _read_visibility(entry: dict, ann: FrameAnnotation, where: str) -> None:
+    codes, legacy = entry.get("visibility") or {}, entry.get("visible") or {}
+    for s in HAND_SIDES:
+        if s in codes:
+            row = np.asarray(codes[s])
+            if row.shape != (NUM_JOINTS,) or not np.isin(row, (OUTSIDE, 1, VISIBLE)).all():
+                raise ProjectFileError(f"{where}.visibility.{s}: expected {NUM_JOINTS} codes 0, 1 or 2")
+            ann.visibility[side_row(s)] = row.astype(np.int8)
+        elif s in legacy:
+            row = np.asarray(legacy[s], dtype=bool)
+            if row.shape != (NUM_JOINTS,):
+                raise ProjectFileError(f"{where}.visible.{s}: expected {NUM_JOINTS} booleans")
+            ann.visibility[side_row(s)] = visibility_from_bools(row)
 
 
 def save_project_file(path: str | Path, data: ProjectData) -> None:

@@ -98,6 +98,8 @@ class ReconstructionWorker(QThread):
     engineReady = Signal(object)  # EngineInfo
     requestDone = Signal(int)  # request id: finished, failed or superseded
     busyChanged = Signal(bool)
+    jobProgress = Signal(int, int)  # done, total
+    jobDone = Signal(object)  # the job's return value, or the exception it raised
 
     def __init__(self, engine_factory: EngineFactory | None = None, weights: str | None = None,
                  device: str = "auto", parent: QObject | None = None):  # fmt: skip
@@ -110,6 +112,8 @@ class ReconstructionWorker(QThread):
         self._stopping = False
         self._next_id = 0
         self._running_id = 0
+        self._job: Callable | None = None  # a batch job run with the engine (mesh export)
+        self._job_cancel = threading.Event()
         self.engine: EngineLike | None = None
         self.engine_info: EngineInfo | None = None
 
@@ -143,10 +147,22 @@ class ReconstructionWorker(QThread):
             self._next_id += 1  # anything running is now stale
             self._cond.notify_all()
 
+    def submit_job(self, job: Callable) -> None:
+        """Run ``job(engine, should_cancel, progress)`` in this thread once the current
+        request is done; it reports ``progress(done, total)`` and its result in jobDone."""
+        with self._cond:
+            self._job_cancel.clear()
+            self._job = job
+            self._cond.notify_all()
+
+    def cancel_job(self) -> None:
+        self._job_cancel.set()
+
     def stop(self, timeout_ms: int = 30_000) -> None:
         with self._cond:
             self._stopping = True
             self._pending = None
+            self._job_cancel.set()
             self._cond.notify_all()
         self.wait(timeout_ms)
 
@@ -158,17 +174,30 @@ class ReconstructionWorker(QThread):
         _lower_this_thread_priority()
         while True:
             with self._cond:
-                while not (self._stopping or self._pending is not None or self._engine_dirty):
+                while not (self._stopping or self._pending is not None or self._engine_dirty or self._job):
                     self._cond.wait()
                 if self._stopping:
                     return
                 rebuild, spec = self._engine_dirty, self._engine_spec
                 self._engine_dirty = False
                 request, self._pending = self._pending, None
+                job, self._job = (self._job, None) if request is None else (None, self._job)
             if rebuild:  # a failed build is not retried per request: it would only fail again
                 self._build_engine(spec)
             if request is not None:
                 self._run_request(request)
+            if job is not None:
+                self._run_job(job)
+
+    def _run_job(self, job: Callable) -> None:
+        try:
+            if self.engine is None:
+                raise RuntimeError("no reconstruction engine is loaded; load a checkpoint")
+            cancelled = lambda: self._job_cancel.is_set() or self._stopping  # noqa: E731
+            result = job(self.engine, cancelled, self.jobProgress.emit)
+        except Exception as exc:
+            result = exc
+        self.jobDone.emit(result)
 
     def _build_engine(self, spec: tuple[str | None, str]) -> None:
         weights, device = spec

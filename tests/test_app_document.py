@@ -201,7 +201,7 @@ def test_keypoint_files_map_to_folder_frames_by_name(doc, image_folder, tmp_path
     save_keypoints_json(json_path, [KeypointFrame(kps, image="frames/f10.png", visibility=vis)], camera)
     loaded = load_for_media(json_path, doc.media, current_frame=0)
     assert list(loaded.keypoints) == [2]  # f10.png is the third frame
-    np.testing.assert_array_equal(loaded.visibility[2][0], vis["left"])
+    np.testing.assert_array_equal(loaded.visibility[2][0], np.where(vis["left"], 2, 1))  # booleans -> codes
     doc.set_detected_keypoints(loaded.keypoints, loaded.camera, loaded.visibility)
     out = save_for_media(tmp_path / "out.json", doc.frames, doc.media, doc.camera)
     again = load_for_media(out, doc.media, current_frame=1)

@@ -81,19 +81,20 @@ def opened(qtbot, tmp_path, monkeypatch):
     return window, engine
 
 
-def drag(view, start_px: np.ndarray, end_px: np.ndarray, steps: int = 6) -> None:
+def drag(view, start_px: np.ndarray, end_px: np.ndarray, steps: int = 6,
+         modifiers=Qt.KeyboardModifier.NoModifier) -> None:  # fmt: skip
     """Press on a scene pixel, move with the button held, release (QTest.mouseMove drops
     the button state, so moves are sent as explicit events)."""
     viewport = view.viewport()
     p0 = view.mapFromScene(QPointF(*start_px))
     p1 = view.mapFromScene(QPointF(*end_px))
-    QTest.mousePress(viewport, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, p0)
+    QTest.mousePress(viewport, Qt.MouseButton.LeftButton, modifiers, p0)
     for k in range(1, steps + 1):
         p = QPointF(p0) + (QPointF(p1) - QPointF(p0)) * (k / steps)
         event = QMouseEvent(QEvent.Type.MouseMove, p, viewport.mapToGlobal(p), Qt.MouseButton.NoButton,
-                            Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)  # fmt: skip
+                            Qt.MouseButton.LeftButton, modifiers)  # fmt: skip
         QApplication.sendEvent(viewport, event)
-    QTest.mouseRelease(viewport, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, p1)
+    QTest.mouseRelease(viewport, Qt.MouseButton.LeftButton, modifiers, p1)
 
 
 def test_opening_the_sample_reconstructs_both_meshes_into_the_viewport(opened):
@@ -340,10 +341,10 @@ def test_shortcuts_toggle_layers_switch_hands_and_swap(opened):
     assert not scene.meshes["left"].is_visible()
     QTest.keyClick(window, Qt.Key.Key_M)
     assert scene.meshes["left"].is_visible()
-    QTest.keyClick(window, Qt.Key.Key_K)
+    QTest.keyClick(window, Qt.Key.Key_J)  # J: joints (K names network K, no key of its own)
     assert not window.image_view.handle("left", 0).isVisible()
     assert not scene.keypoints.widgets["left"][0].GetEnabled()
-    QTest.keyClick(window, Qt.Key.Key_K)
+    QTest.keyClick(window, Qt.Key.Key_J)
     QTest.keyClick(window, Qt.Key.Key_H)
     assert window.image_view.selected_hand() == "left"
     before = window.doc.active_keypoints().copy()

@@ -15,12 +15,13 @@ from PySide6.QtWidgets import (
     QGraphicsItem,
     QGraphicsPathItem,
     QGraphicsPixmapItem,
+    QGraphicsRectItem,
     QGraphicsScene,
     QGraphicsView,
     QMenu,
 )
 
-from app.colors import HAND_COLORS, HIDDEN_JOINT_ALPHA
+from app.colors import GHOST_COLOR, HAND_COLORS, HIDDEN_JOINT_ALPHA, OUTSIDE_JOINT_ALPHA
 from core.hand.joints import HAND_SIDES, MANO_JOINT_NAMES, NUM_JOINTS, bones
 
 HANDLE_RADIUS_PX = 5.0  # on screen, whatever the zoom
@@ -62,6 +63,7 @@ class KeypointHandle(QGraphicsEllipseItem):
 
     def mousePressEvent(self, event):  # noqa: N802
         if event.button() == Qt.MouseButton.LeftButton:
+            self.view.drag_modifiers = event.modifiers()
             self.view._on_drag_started(self)
         super().mousePressEvent(event)
 
@@ -83,6 +85,8 @@ class ImageView(QGraphicsView):
     dragFinished = Signal(str, int, int)  # side, joint, drag id
     jointHovered = Signal(str)
     jointVisibilityToggled = Signal(str, int)  # side, joint
+    jointDepthStepped = Signal(str, int, int)  # side, joint, +1 farther / -1 nearer
+    boxDrawn = Signal(str, float, float, float, float)  # side, u0, v0, u1, v1 (pixels)
     handSelected = Signal(str)
 
     def __init__(self, parent=None):
@@ -112,13 +116,34 @@ class ImageView(QGraphicsView):
                 handle.hide()
                 self._handles[side].append(handle)
         self._present = {s: False for s in HAND_SIDES}
-        self._visible = np.ones((2, NUM_JOINTS), dtype=bool)
+        self._visible = np.full((2, NUM_JOINTS), 2, dtype=int)  # visibility codes
         self._selected_hand: str | None = None
         self._show_keypoints = True
         self._updating = False  # positions set by code, not by the user
         self._dragging: KeypointHandle | None = None
         self._drag_id = 0
         self._image_size: tuple[int, int] | None = None
+        self._selected_joint: tuple[str, int] | None = None
+        self.drag_modifiers = Qt.KeyboardModifier.NoModifier  # of the drag in progress
+        self._hint = ""
+        self._box_side: str | None = None  # "Add hand": the next background drag is a box
+        self._box_start: QPointF | None = None
+        self._box_item = QGraphicsRectItem()
+        box_pen = QPen(QColor(255, 255, 0), 1.5, Qt.PenStyle.DashLine)
+        box_pen.setCosmetic(True)
+        self._box_item.setPen(box_pen)
+        self._box_item.setZValue(20)
+        self._box_item.hide()
+        self.scene().addItem(self._box_item)
+        self._ghosts: dict[str, QGraphicsPathItem] = {}
+        for side in HAND_SIDES:
+            ghost = QGraphicsPathItem()
+            pen = QPen(QColor(*GHOST_COLOR), 1.5, Qt.PenStyle.DashLine)
+            pen.setCosmetic(True)
+            ghost.setPen(pen)
+            ghost.setZValue(4)
+            self.scene().addItem(ghost)
+            self._ghosts[side] = ghost
         self._style_handles()
 
     # --- content --------------------------------------------------------------------------
@@ -137,9 +162,11 @@ class ImageView(QGraphicsView):
     def set_keypoints(
         self, uv_by_side: dict[str, np.ndarray | None], visible: np.ndarray | None = None
     ) -> None:
-        """Pixel positions (21, 2) per side (None: hand absent) and (2, 21) visibility."""
+        """Pixel positions (21, 2) per side (None: hand absent) and (2, 21) visibility codes
+        (2 visible, 1 occluded, 0 outside; booleans: visible / occluded)."""
         if visible is not None:
-            self._visible = np.asarray(visible, dtype=bool).copy()
+            codes = np.asarray(visible)
+            self._visible = np.where(codes, 2, 1) if codes.dtype == bool else codes.astype(int)
         self._updating = True
         try:
             for side in HAND_SIDES:
@@ -154,6 +181,50 @@ class ImageView(QGraphicsView):
         finally:
             self._updating = False
         self._style_handles()
+
+    def set_ghosts(self, uv_by_side: dict[str, np.ndarray | None]) -> None:
+        """Network K's refined keypoints, drawn as a dashed skeleton with small rings."""
+        for side in HAND_SIDES:
+            uv = uv_by_side.get(side)
+            path = QPainterPath()
+            if uv is not None and np.isfinite(uv).all():
+                for parent, child in _BONES:
+                    path.moveTo(QPointF(*uv[parent]))
+                    path.lineTo(QPointF(*uv[child]))
+                for u, v in uv:
+                    path.addEllipse(QPointF(u, v), 2.5, 2.5)
+            self._ghosts[side].setPath(path)
+
+    def ghost_path(self, side: str) -> QPainterPath:
+        return self._ghosts[side].path()
+
+    def set_hint(self, text: str) -> None:
+        """A line of help drawn over the view when it has nothing to show yet."""
+        if text != self._hint:
+            self._hint = text
+            self.viewport().update()
+
+    def hint(self) -> str:
+        return self._hint
+
+    def drawForeground(self, painter: QPainter, rect) -> None:  # noqa: N802
+        super().drawForeground(painter, rect)
+        if not self._hint:
+            return
+        painter.save()
+        painter.resetTransform()
+        box = self.viewport().rect().adjusted(12, 12, -12, -12)
+        painter.setPen(QColor(240, 240, 240))
+        painter.drawText(box, int(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft
+                                  | Qt.TextFlag.TextWordWrap), self._hint)  # fmt: skip
+        painter.restore()
+
+    def select_joint(self, side: str, joint: int) -> None:
+        self._selected_joint = (side, joint)
+        self._style_handles()
+
+    def selected_joint(self) -> tuple[str, int] | None:
+        return self._selected_joint
 
     def set_keypoints_shown(self, shown: bool) -> None:
         self._show_keypoints = bool(shown)
@@ -199,12 +270,17 @@ class ImageView(QGraphicsView):
             emphasised = self._selected_hand in (None, side)
             for j, handle in enumerate(self._handles[side]):
                 fill = QColor(base)
-                if not self._visible[row, j]:
+                code = int(self._visible[row, j])
+                if code == 1:  # occluded: faint
                     fill.setAlpha(HIDDEN_JOINT_ALPHA)
+                elif code == 0:  # outside the image: a dashed outline
+                    fill.setAlpha(OUTSIDE_JOINT_ALPHA)
                 pen = QPen(
                     QColor(255, 255, 255) if emphasised else QColor(30, 30, 30), 2.0 if emphasised else 1.0
                 )
-                if handle.isSelected():
+                if code == 0:
+                    pen.setStyle(Qt.PenStyle.DashLine)
+                if handle.isSelected() or self._selected_joint == (side, j):
                     pen = QPen(QColor(255, 255, 0), 3.0)
                 handle.setBrush(QBrush(fill))
                 handle.setPen(pen)
@@ -214,6 +290,7 @@ class ImageView(QGraphicsView):
     def _on_drag_started(self, handle: KeypointHandle) -> None:
         self._drag_id += 1
         self._dragging = handle
+        self._selected_joint = (handle.side, handle.joint)
         handle.setCursor(Qt.CursorShape.ClosedHandCursor)
         if self._selected_hand not in (None, handle.side):
             self.set_selected_hand(handle.side)
@@ -237,12 +314,62 @@ class ImageView(QGraphicsView):
     def _show_joint_menu(self, handle: KeypointHandle, screen_pos) -> None:
         menu = QMenu(self)
         row = HAND_SIDES.index(handle.side)
-        action = QAction("Mark visible" if not self._visible[row, handle.joint] else "Mark occluded", menu)
+        names = {2: "occluded", 1: "outside the image", 0: "visible"}  # what the next state is
+        action = QAction(f"Mark {names[int(self._visible[row, handle.joint])]} (V)", menu)
         action.triggered.connect(lambda: self.jointVisibilityToggled.emit(handle.side, handle.joint))
         menu.addAction(action)
         menu.popup(screen_pos)
 
-    def wheelEvent(self, event):  # noqa: N802 - zoom around the mouse
+    def request_box(self, side: str | None) -> None:
+        """Arm (or, with None, disarm) box drawing: the next drag draws the box to fit a
+        ``side`` hand in, instead of panning."""
+        self._box_side = side
+        self._box_start = None
+        self._box_item.hide()
+        self.setDragMode(QGraphicsView.DragMode.NoDrag if side else QGraphicsView.DragMode.ScrollHandDrag)
+        self.viewport().setCursor(Qt.CursorShape.CrossCursor if side else Qt.CursorShape.OpenHandCursor)
+
+    def box_requested(self) -> str | None:
+        return self._box_side
+
+    def mousePressEvent(self, event):  # noqa: N802
+        if self._box_side is not None and event.button() == Qt.MouseButton.LeftButton:
+            self._box_start = self.mapToScene(event.position().toPoint())
+            self._box_item.setRect(QRectF(self._box_start, self._box_start))
+            self._box_item.show()
+            event.accept()
+            return
+        super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event):  # noqa: N802
+        if self._box_start is not None:
+            end = self.mapToScene(event.position().toPoint())
+            self._box_item.setRect(QRectF(self._box_start, end).normalized())
+            event.accept()
+            return
+        super().mouseMoveEvent(event)
+
+    def mouseReleaseEvent(self, event):  # noqa: N802
+        if self._box_start is not None and event.button() == Qt.MouseButton.LeftButton:
+            end = self.mapToScene(event.position().toPoint())
+            rect = QRectF(self._box_start, end).normalized()
+            side = self._box_side
+            self.request_box(None)
+            self.boxDrawn.emit(side, rect.left(), rect.top(), rect.right(), rect.bottom())
+            event.accept()
+            return
+        super().mouseReleaseEvent(event)
+
+    def wheelEvent(self, event):  # noqa: N802 - zoom around the mouse; Shift on a joint: depth
+        if event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
+            item = self.itemAt(event.position().toPoint())
+            target = (item.side, item.joint) if isinstance(item, KeypointHandle) else self._selected_joint
+            if target is not None:
+                self.select_joint(*target)
+                delta = event.angleDelta().y() or event.angleDelta().x()  # Shift turns y into x on some
+                self.jointDepthStepped.emit(target[0], target[1], 1 if delta > 0 else -1)
+                event.accept()
+                return
         factor = 1.0015 ** event.angleDelta().y()
         self.scale(factor, factor)
 

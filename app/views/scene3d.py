@@ -24,6 +24,7 @@ from core.hand.joints import HAND_SIDES, NUM_JOINTS, bones
 from core.types import Camera, HandMesh, Reconstruction, TwoHandKeypoints
 
 HANDLE_RADIUS_M = 0.005
+JOINT_OPACITY = {2: 1.0, 1: 0.35, 0: 0.12}  # by visibility code: visible, occluded, outside
 _BONE_LINES = np.array([[2, p, c] for p, c in bones("mano")], dtype=np.int64).ravel()
 
 
@@ -152,6 +153,8 @@ class KeypointLayer:
         self._plotter = plotter
         self._on_moved = on_moved  # (side, joint, xyz, drag_id)
         self._on_drag_started = on_drag_started
+        self.selected: tuple[str, int] | None = None  # the joint last grabbed
+        self.opacities = np.ones((len(HAND_SIDES), NUM_JOINTS))
         self._shown = True
         self.closed = False
         self._present = {s: False for s in HAND_SIDES}
@@ -189,6 +192,7 @@ class KeypointLayer:
     def _start(self, side: str, joint: int) -> None:
         self._drag_id += 1
         self.dragging = (side, joint)
+        self.selected = (side, joint)
         self._on_drag_started(side)
 
     def _moved(self, side: str, joint: int, center) -> None:
@@ -223,6 +227,14 @@ class KeypointLayer:
                     if self.dragging != (side, j):
                         widget.SetCenter(*map(float, joints[j]))
             self._apply_visibility(side)
+
+    def set_joint_visibility(self, codes: np.ndarray | None) -> None:
+        """Visibility codes (2, 21): occluded joints faint, joints outside the image fainter."""
+        codes = np.full((len(HAND_SIDES), NUM_JOINTS), 2) if codes is None else np.asarray(codes, dtype=int)
+        self.opacities = np.choose(codes, [JOINT_OPACITY[0], JOINT_OPACITY[1], JOINT_OPACITY[2]])
+        for row, side in enumerate(HAND_SIDES):
+            for j, widget in enumerate(self.widgets[side]):
+                widget.GetSphereProperty().SetOpacity(float(self.opacities[row, j]))
 
     def _apply_visibility(self, side: str) -> None:
         on = self._shown and self._present[side]
@@ -302,6 +314,11 @@ class Scene3DView(QWidget):
         self.keypoints.update(self._last_keypoints)
         self.render()
 
+    def drag_modifiers(self) -> tuple[bool, bool]:
+        """(Shift, Ctrl) held during the 3D drag in progress."""
+        interactor = self.plotter.iren.interactor
+        return bool(interactor.GetShiftKey()), bool(interactor.GetControlKey())
+
     def _keypoint_moved(self, side: str, joint: int, xyz: np.ndarray, drag_id: int) -> None:
         self.keypointMoved.emit(side, joint, float(xyz[0]), float(xyz[1]), float(xyz[2]), drag_id)
 
@@ -321,13 +338,15 @@ class Scene3DView(QWidget):
         )
         self.render()
 
-    def show_keypoints(self, keypoints: TwoHandKeypoints | None, camera: Camera | None) -> None:
+    def show_keypoints(self, keypoints: TwoHandKeypoints | None, camera: Camera | None,
+                       visibility: np.ndarray | None = None) -> None:  # fmt: skip
         if self.closed:
             return
         first = self._last_keypoints is None and keypoints is not None
         self._last_keypoints = keypoints
         self._camera = camera
         self.keypoints.update(keypoints)
+        self.keypoints.set_joint_visibility(visibility)
         if first:
             self.reset_view()
         self.render()

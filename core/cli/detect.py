@@ -1,8 +1,10 @@
 """``python main.py detect IMAGE_OR_VIDEO --out FILE``: 3D hand keypoints per frame.
 
 Writes our keypoint JSON (camera frame, metres, ``mano`` order; a hand not found is
-``null``). Video frames are named ``<video file>#frame=<index>`` in the file's ``image``
-field. Intrinsics: ``--camera`` file, else EXIF, else the default 50-degree camera.
+``null``). Video frames carry their index in ``frame_index`` (and, for older readers, are
+named ``<video file>#frame=<index>`` in ``image``); hands the smoother copied over from an
+earlier frame are listed in ``carried``.
+Intrinsics: ``--camera`` file, else EXIF, else the default 50-degree camera.
 """
 
 from __future__ import annotations
@@ -94,8 +96,9 @@ def _detect_video(args: argparse.Namespace, source: Path, out: Path, detector):
             keypoints = result.keypoints
             if smoother is not None:
                 keypoints = smoother(keypoints, video.time_of(index))
-            frames.append(KeypointFrame(keypoints, image=f"{ref}#frame={index}"))
             carried = [] if smoother is None else [s for s, c in smoother.carried.items() if c]
+            frames.append(KeypointFrame(keypoints, image=f"{ref}#frame={index}", frame_index=index,
+                                        carried=tuple(carried)))  # fmt: skip
             print(f"  frame {index}: found {', '.join(result.keypoints.present_sides()) or 'none'}"
                   + (f"; carried over {', '.join(carried)}" if carried else ""))
         decoded = video.truncated_at if video.truncated_at is not None else video.frame_count

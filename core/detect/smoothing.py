@@ -54,8 +54,10 @@ class OneEuroFilter:
 
 class TwoHandSmoother:
     """Smooths a stream of :class:`TwoHandKeypoints` per hand. A hand missing in a frame is
-    carried over from its last filtered value for up to ``max_carry_frames`` frames (then
-    dropped); a hand that reappears after being dropped, or that jumps farther than
+    carried over from its last filtered value for up to ``max_carry_frames`` frames and
+    ``max_carry_s`` seconds since it was last seen (then dropped: on sparse frames, e.g. every
+    40th, a copy would be a stale, frozen hand); carried hands are listed in :attr:`carried`;
+    a hand that reappears after being dropped, or that jumps farther than
     ``reset_jump_m`` at the wrist (a different hand or a detector swap), restarts its filter.
 
     Defaults are for metres: at rest the cutoff is 1.5 Hz; ``beta`` = 2 raises it by 2 Hz per
@@ -73,8 +75,11 @@ class TwoHandSmoother:
 
     def __init__(self, min_cutoff_hz: float = 1.5, beta: float = 2.0, d_cutoff_hz: float = 1.0,
                  max_carry_frames: int = 10, reset_jump_m: float = 0.15, track_sides: bool = True,
-                 swap_ratio: float = 2.0, lone_hand_radius_m: float = 0.05, min_track_frames: int = 5):
+                 swap_ratio: float = 2.0, lone_hand_radius_m: float = 0.05, min_track_frames: int = 5,
+                 max_carry_s: float = 0.4):
         self.max_carry_frames = max_carry_frames
+        self.max_carry_s = max_carry_s
+        self._last_seen_s: dict[str, float] = {"left": -np.inf, "right": -np.inf}
         self.reset_jump_m = reset_jump_m
         self.track_sides = track_sides
         self.swap_ratio = swap_ratio
@@ -132,7 +137,8 @@ class TwoHandSmoother:
             if x is None:
                 self._seen[side] = 0
                 self._missing[side] += 1
-                keep = last is not None and self._missing[side] <= self.max_carry_frames
+                keep = (last is not None and self._missing[side] <= self.max_carry_frames
+                        and t_s - self._last_seen_s[side] <= self.max_carry_s)  # fmt: skip
                 if not keep:
                     self._last[side] = None
                     flt.reset()
@@ -143,6 +149,7 @@ class TwoHandSmoother:
             if last is None or np.linalg.norm(x[0] - last[0]) > self.reset_jump_m:
                 flt.reset()
             self._missing[side] = 0
+            self._last_seen_s[side] = float(t_s)
             self._seen[side] += 1
             self._last[side] = flt(x, t_s)
             out[side] = self._last[side].copy()

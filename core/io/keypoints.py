@@ -11,11 +11,17 @@ Our format (``im2hands-studio/keypoints``, version 1; see ``docs/keypoints_forma
       "camera": {"K": [[fx, 0, cx], [0, fy, cy], [0, 0, 1]], "width": W, "height": H} | null,
       "frames": [
         {"image": "relative/or/absolute/path.png" | null,
+         "frame_index": int,         # optional: the frame of a video / image sequence
          "left":  [[x, y, z] x 21] | null,
          "right": [[x, y, z] x 21] | null,
-         "visibility": {"left": [21 bools], "right": [21 bools]}}     # optional
+         "visibility": {"left": [21 bools or codes], "right": [...]},   # optional
+         "carried": ["left"]}        # optional: hands copied from earlier frames, not detected
       ]
     }
+
+Visibility is either booleans (visible / not) or COCO's codes (2 visible, 1 occluded,
+0 outside the image). A video frame's index is ``frame_index``, else the ``#frame=N`` tag
+of its ``image`` (as older ``detect`` output wrote it), else its position in the list.
 
 A relative ``image`` path is relative to the JSON file's folder. A missing hand is
 ``null``. Files are written atomically (temporary file + ``os.replace``).
@@ -59,7 +65,17 @@ class KeypointFrame:
 
     keypoints: TwoHandKeypoints
     image: str | None = None  # as written in the file (relative to the file's folder)
-    visibility: dict[str, np.ndarray] | None = None  # side -> (21,) bool
+    visibility: dict[str, np.ndarray] | None = None  # side -> (21,) bool, or int codes 0/1/2
+    frame_index: int | None = None  # frame of a video / sequence (None: not recorded)
+    carried: tuple[str, ...] = ()  # sides copied over from earlier frames by a smoother
+
+
+def frame_tag_index(image: str | None) -> int | None:
+    """``N`` from an ``image`` entry ``video.mp4#frame=N`` (None without a tag)."""
+    if image is None or "#frame=" not in image:
+        return None
+    tag = image.rsplit("#frame=", 1)[1]
+    return int(tag) if tag.isdigit() else None
 
 
 @dataclass
@@ -139,16 +155,34 @@ def save_keypoints_json(
         **(extra or {}),
     }
     for frame in frames:
-        entry = {
-            "image": None if frame.image is None else str(frame.image),
-            "left": _hand_to_json(frame.keypoints.left),
-            "right": _hand_to_json(frame.keypoints.right),
-        }
+        entry = {"image": None if frame.image is None else str(frame.image)}
+        if frame.frame_index is not None:
+            entry["frame_index"] = int(frame.frame_index)
+        entry["left"] = _hand_to_json(frame.keypoints.left)
+        entry["right"] = _hand_to_json(frame.keypoints.right)
         if frame.visibility:
-            entry["visibility"] = {s: np.asarray(v, dtype=bool).tolist() for s, v in frame.visibility.items()}
+            entry["visibility"] = {s: _visibility_to_json(v) for s, v in frame.visibility.items()}
+        if frame.carried:
+            entry["carried"] = list(frame.carried)
         doc["frames"].append(entry)
     write_text_atomic(path, json.dumps(doc, indent=1))
     return path
+
+
+def _visibility_to_json(values) -> list:
+    arr = np.asarray(values)
+    return arr.astype(bool).tolist() if arr.dtype == bool else arr.astype(int).tolist()
+
+
+def _visibility_from_json(values, where: str) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.shape != (NUM_JOINTS,):
+        raise KeypointFileError(f"{where}: visibility needs 21 values per side, got shape {arr.shape}")
+    if arr.dtype == bool:
+        return arr
+    if not np.isin(arr, (0, 1, 2)).all():
+        raise KeypointFileError(f"{where}: visibility codes must be 0 (outside), 1 (occluded) or 2 (visible)")
+    return arr.astype(np.int8)
 
 
 def _read_json(path: Path) -> object:
@@ -276,18 +310,23 @@ def _parse_keypoint_doc(doc: object, path: Path) -> KeypointFile:
             if not isinstance(entry["visibility"], dict):
                 raise KeypointFileError(f"{where}: 'visibility' must be an object with 'left'/'right'")
             for s, v in entry["visibility"].items():
-                arr = np.asarray(v, dtype=bool)
-                if s not in HAND_SIDES or arr.shape != (NUM_JOINTS,):
-                    raise KeypointFileError(
-                        f"{where}: visibility needs 21 booleans per side, got {s!r} {arr.shape}"
-                    )
+                if s not in HAND_SIDES:
+                    raise KeypointFileError(f"{where}: visibility side must be left or right, got {s!r}")
+                arr = _visibility_from_json(v, where)
                 visibility[s] = (
                     arr if order == "mano" else np.asarray(convert_joints(arr[:, None], order, "mano"))[:, 0]
                 )
         image = entry.get("image")
         if image is not None and not isinstance(image, str):
             raise KeypointFileError(f"{where}: 'image' must be a path string or null")
-        frames.append(KeypointFrame(TwoHandKeypoints(**hands), image=image, visibility=visibility))
+        frame_index = entry.get("frame_index", frame_tag_index(image))
+        if frame_index is not None and (not isinstance(frame_index, int) or frame_index < 0):
+            raise KeypointFileError(f"{where}: 'frame_index' must be a non-negative integer")
+        carried = tuple(entry.get("carried") or ())
+        if any(c not in HAND_SIDES for c in carried):
+            raise KeypointFileError(f"{where}: 'carried' lists sides, got {carried!r}")
+        frames.append(KeypointFrame(TwoHandKeypoints(**hands), image=image, visibility=visibility,
+                                    frame_index=frame_index, carried=carried))  # fmt: skip
     return KeypointFile(camera=camera, frames=frames, path=path)
 
 
