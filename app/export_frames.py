@@ -3,6 +3,8 @@ a project file or one of our keypoint JSON files."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,7 @@ import numpy as np
 from app.annotation import VISIBLE, FrameAnnotation, visibility_from_bools
 from app.media import FrameSource, open_media
 from core.errors import InputError
+from core.hand.joints import HAND_SIDES
 from core.io.exports import ExportFrame, write_export
 from core.io.images import save_image_rgb
 from core.io.keypoints import load_keypoints_json
@@ -63,22 +66,33 @@ def mesh_job_frames(frames: list[ExportFrame], media: FrameSource):
         yield MeshJobFrame(frame.index, Path(frame.image).stem, media.frame_rgb(frame.index), frame.keypoints)
 
 
+@contextmanager
+def project_frames(
+    source: Path, only_reviewed: bool
+) -> Iterator[tuple[FrameSource, list[ExportFrame], Camera]]:
+    """A project's open media (closed on exit), its exported frames and its camera."""
+    from app.project import load_project_file
+
+    data = load_project_file(source)
+    if data.media_path is None:
+        raise InputError(f"{source}: the project has no media (its images name and hold the frames)")
+    media = open_media(data.media_path)
+    try:
+        yield media, export_frames(data.frames, media, only_reviewed), document_camera(data.camera, media)
+    finally:
+        media.close()
+
+
 def export_project_meshes(source: str | Path, out: str | Path, only_reviewed: bool, weights: str | None,
                           resolution: int, device: str, fmt: str = "ply") -> list[Path]:  # fmt: skip
     """``export --format meshes``: every annotated (or reviewed) frame of a project."""
-    from app.project import is_project_path, load_project_file
+    from app.project import is_project_path
     from core.engine import Engine, ReconstructionSettings
     from core.io.frame_meshes import export_frame_meshes
 
     if not is_project_path(source):
         raise InputError(f"{source}: mesh export needs a project (its media holds the images)")
-    data = load_project_file(source)
-    if data.media_path is None:
-        raise InputError(f"{source}: the project has no media")
-    media = open_media(data.media_path)
-    try:
-        frames = export_frames(data.frames, media, only_reviewed)
-        camera = document_camera(data.camera, media)
+    with project_frames(Path(source), only_reviewed) as (media, frames, camera):
         engine = Engine(weights, device=device)
         settings = ReconstructionSettings(resolution=resolution, preview_resolution=min(64, resolution),
                                           device=device)  # fmt: skip
@@ -91,30 +105,20 @@ def export_project_meshes(source: str | Path, out: str | Path, only_reviewed: bo
 
         jobs = mesh_job_frames(frames, media)
         return export_frame_meshes(reconstruct, jobs, len(frames), out, fmt, progress)
-    finally:
-        media.close()
 
 
 def export_file(source: str | Path, fmt: str, out: str | Path, only_reviewed: bool = False,
                 write_images: bool = False) -> list[Path]:  # fmt: skip
     """``python main.py export``: a project or our keypoint JSON -> ``fmt`` at ``out``."""
-    from app.project import is_project_path, load_project_file
+    from app.project import is_project_path
 
     source = Path(source)
     if is_project_path(source):
-        data = load_project_file(source)
-        if data.media_path is None:
-            raise InputError(f"{source}: the project has no media to name the frames after")
-        media = open_media(data.media_path)
-        try:
-            frames = export_frames(data.frames, media, only_reviewed)
-            camera = document_camera(data.camera, media)
+        with project_frames(source, only_reviewed) as (media, frames, camera):
             written = write_export(fmt, out, frames, camera)
             if write_images:
                 folder = Path(out) if fmt == "interhand" else Path(out).parent
                 written += write_frame_images(media, frames, folder)
-        finally:
-            media.close()
         return written
     if only_reviewed:
         raise InputError(f"{source}: keypoint files have no review states; --reviewed needs a project")
@@ -125,7 +129,7 @@ def export_file(source: str | Path, fmt: str, out: str | Path, only_reviewed: bo
             continue
         index = position if frame.frame_index is None else frame.frame_index
         codes = np.full((2, 21), VISIBLE, dtype=np.int8)
-        for row, side in enumerate(("left", "right")):
+        for row, side in enumerate(HAND_SIDES):
             values = None if frame.visibility is None else frame.visibility.get(side)
             if values is not None:
                 values = np.asarray(values)
