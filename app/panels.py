@@ -60,6 +60,7 @@ class SettingsPanel(QWidget):
     useDefaultWeightsRequested = Signal()
 
     def __init__(self, parent=None):
+        """Long: builds the panel's three groups of widgets in reading order, top to bottom."""
         super().__init__(parent)
         layout = QVBoxLayout(self)
 
