@@ -15,7 +15,7 @@ import torch
 from core.errors import CheckpointError, InputError
 from core.models import pretrained_trunks
 from core.models.config import EncoderConfig, InitOccConfig
-from core.models.heatmap_readout import heatmap_peaks
+from core.models.heatmap_readout import heatmap_peaks, soft_argmax
 from core.models.image_encoder import (
     PretrainedTrunkEncoder,
     ResNetSimple,
@@ -113,6 +113,45 @@ def test_heatmap_readout_is_sub_cell_accurate():
     np.testing.assert_allclose(map_to_crop(crop_to_map(uv, 256), 256), uv)
 
 
+def test_soft_argmax_finds_gaussian_peaks_and_the_coord_loss_measures_cells():
+    from core.models.image_encoder import ImageEncoding
+    from core.training.encoder_training import encoder_loss
+
+    rng = np.random.default_rng(5)
+    uv = rng.uniform(24, 232, size=(42, 2))
+    heat, inside = joint_heatmaps(uv, 256, sigma=1.5)
+    xy = soft_argmax(torch.from_numpy(heat), beta=20.0).numpy()
+    # Within 0.2 cells (0.8 px): exp(20 g) is a ~0.34-cell-wide peak sampled on whole cells.
+    assert np.abs(xy - crop_to_map(uv, 256)).max() < 0.2
+    # The loss term: zero on the targets, the shift (L1, cells) on maps moved by 3 cells.
+    cfg = EncoderTrainConfig(data="unused", coord_weight=0.05, heatmap_fg_weight=10.0)
+    batch = {
+        "heatmaps": torch.from_numpy(heat)[None],
+        "masks": torch.zeros(1, 2, 64, 64),
+        "dense": torch.zeros(1, 6, 64, 64),
+        "joints_xy": torch.from_numpy(crop_to_map(uv, 256)).float()[None],
+        "joint_inside": torch.from_numpy(inside)[None],
+    }
+
+    def loss_of(hms):
+        out = ImageEncoding(
+            hms=hms,
+            mask=torch.zeros(1, 2, 64, 64),
+            dp=torch.zeros(1, 6, 64, 64),
+            img_fmaps=[],
+            hms_fmaps=[],
+            dp_fmaps=[],
+        )
+        return encoder_loss(out, batch, cfg)
+
+    assert float(loss_of(batch["heatmaps"])["coord"]) < 0.2
+    shifted = torch.roll(batch["heatmaps"], shifts=3, dims=-1)
+    assert abs(float(loss_of(shifted)["coord"]) - 3.0) < 0.2
+    # Foreground weighting: an all-zero prediction costs more than the plain MSE's.
+    zero = loss_of(torch.zeros_like(shifted))["heatmap"]
+    assert float(zero) > 3 * float(((batch["heatmaps"]) ** 2).mean())
+
+
 @pytest.fixture(scope="module")
 def render_folder(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("renders")
@@ -136,6 +175,26 @@ def test_targets_follow_the_augmentation(render_folder):
         assert np.abs(t.dense).max() <= 1.5 and t.dense.any()
 
 
+def test_flip_swaps_the_hands_and_keeps_joints_on_their_own_hand(render_folder):
+    from core.synth.samples import load_sample
+    from core.training.encoder_targets import flip_sides
+
+    item = encoder_sample(load_sample(sorted(render_folder.glob("*.npz"))[1]))
+    flipped = augment(item, np.random.default_rng(1), AugmentConfig(flip_prob=1.0))
+    for it in (item, flipped):
+        t = map_targets(it, 1.5)
+        for hand, joints in ((0, slice(0, 21)), (1, slice(21, 42))):
+            keep = t.joint_inside[joints]
+            cells = np.round(crop_to_map(it.joints_uv[joints][keep], 256)).astype(int).clip(0, 63)
+            own = t.masks[hand] > 0.3
+            near = [own[max(0, y - 2) : y + 3, max(0, x - 2) : x + 3].any() for x, y in cells]
+            assert np.mean(near) > 0.8  # each side's joints lie on that side's mask
+    # Flipping twice gives the sample back exactly.
+    twice = flip_sides(*flip_sides(item.image, item.labels, item.dense, item.joints_uv))
+    for a, b in zip(twice, (item.image, item.labels, item.dense, item.joints_uv), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-9)
+
+
 def _tiny_config(folder: Path, **overrides) -> EncoderTrainConfig:
     data = {
         "data": str(folder),
@@ -152,7 +211,7 @@ def _tiny_config(folder: Path, **overrides) -> EncoderTrainConfig:
 
 @pytest.mark.slow
 def test_tiny_training_resumes_bit_identically_and_stops_at_its_budget(render_folder, tmp_path):
-    cfg = _tiny_config(render_folder)
+    cfg = _tiny_config(render_folder, coord_weight=0.05, heatmap_fg_weight=10.0)
     straight = train_encoder(cfg, tmp_path / "straight", progress=False)
     train_encoder(cfg, tmp_path / "halves", max_iters=2, progress=False)
     with pytest.raises(InputError, match="--resume"):

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from core.geometry.canonical import canonicalize_hand, posed_m_to_canon_norm
-from core.hand.joints import HAND_SIDES
+from core.hand.joints import HAND_SIDES, NUM_JOINTS
 from core.synth.render import LABEL_LEFT, LABEL_RIGHT
 from core.synth.samples import SynthSample
 
@@ -102,6 +102,9 @@ class AugmentConfig:
     jpeg_prob: float = 0.5
     jpeg_quality: tuple[int, int] = (25, 95)
     grey_prob: float = 0.05
+    # Horizontal flip with the sides swapped: a mirrored left hand is a right hand (HALO
+    # canonicalizes left hands x-mirrored, so its dense coordinates carry over unchanged).
+    flip_prob: float = 0.0
 
 
 def _affine(rng: np.random.Generator, cfg: AugmentConfig, size: int) -> np.ndarray:
@@ -146,7 +149,23 @@ def augment(item: EncoderSample, rng: np.random.Generator, cfg: AugmentConfig) -
     dense = cv2.warpAffine(item.dense, matrix, (size, size), flags=cv2.INTER_NEAREST, borderValue=0)
     # The rasteriser's pixel centres sit at +0.5; cv2 warps pixel indices.
     uv = (item.joints_uv - 0.5) @ matrix[:, :2].T + matrix[:, 2] + 0.5
+    if cfg.flip_prob > 0 and rng.random() < cfg.flip_prob:  # no draw when off: older runs replay
+        image, labels, dense, uv = flip_sides(image, labels, dense, uv)
     return EncoderSample(_photometric(rng, cfg, image), uv, labels, dense)
+
+
+def flip_sides(
+    image: np.ndarray, labels: np.ndarray, dense: np.ndarray, joints_uv: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mirror a crop left-right and swap the hands: joints 0-20 <-> 21-41, labels left <->
+    right. Pixel ``i`` (centre ``i + 0.5``) goes to ``S - 1 - i``, so ``u -> S - u``."""
+    size = image.shape[1]
+    swapped = labels[:, ::-1].copy()
+    swapped[labels[:, ::-1] == LABEL_LEFT] = LABEL_RIGHT
+    swapped[labels[:, ::-1] == LABEL_RIGHT] = LABEL_LEFT
+    uv = np.concatenate([joints_uv[NUM_JOINTS:], joints_uv[:NUM_JOINTS]]).copy()
+    uv[:, 0] = size - uv[:, 0]
+    return np.ascontiguousarray(image[:, ::-1]), swapped, np.ascontiguousarray(dense[:, ::-1]), uv
 
 
 # ----------------------------------------------------------------------------------------
@@ -156,6 +175,7 @@ def augment(item: EncoderSample, rng: np.random.Generator, cfg: AugmentConfig) -
 class EncoderTargets:
     heatmaps: np.ndarray  # (42, 64, 64) float32 Gaussians, zero for joints outside the crop
     joint_inside: np.ndarray  # (42,) bool
+    joints_xy: np.ndarray  # (42, 2) float32 map-cell coordinates (cell centres at integers)
     masks: np.ndarray  # (2, 64, 64) float32 fraction of each cell covered by the hand
     dense: np.ndarray  # (6, 64, 64) float32 mean canonical coordinates of the hand's pixels
 
@@ -183,4 +203,5 @@ def map_targets(item: EncoderSample, sigma: float) -> EncoderTargets:
         summed = cv2.resize(item.dense * mask[..., None], (MAP_SIZE, MAP_SIZE), interpolation=cv2.INTER_AREA)
         dense.append((summed / np.maximum(cover, 1e-6)[..., None]).transpose(2, 0, 1) * (cover > 0))
         masks.append(cover)
-    return EncoderTargets(heat, inside, np.stack(masks), np.concatenate(dense).astype(np.float32))
+    xy = crop_to_map(item.joints_uv, size).astype(np.float32)
+    return EncoderTargets(heat, inside, xy, np.stack(masks), np.concatenate(dense).astype(np.float32))

@@ -39,6 +39,7 @@ from core.checkpoints import load_checkpoint, save_checkpoint
 from core.errors import InputError
 from core.io.atomic import atomic_path
 from core.models.config import EncoderConfig
+from core.models.heatmap_readout import soft_argmax
 from core.models.image_encoder import ImageEncoding, PretrainedTrunkEncoder, normalize_image
 from core.synth.samples import load_sample
 from core.training.encoder_targets import (
@@ -74,6 +75,14 @@ class EncoderTrainConfig:
     max_iters: int = 6000  # length of the cosine schedule (the campaign's total)
     heatmap_sigma: float = 1.5  # map cells (6 crop pixels)
     heatmap_weight: float = 1000.0
+    # Background cells outnumber a joint's ~20 peak cells 200:1, so a plain MSE learns "all
+    # zero" first (run 1-2: 5000 iterations only took the loss from 0.0017, the all-zero value,
+    # to 0.0013). Peak cells weigh (1 + heatmap_fg_weight * target); 0 = plain MSE.
+    heatmap_fg_weight: float = 0.0
+    # L1 (map cells) between the soft-argmax of each map and its joint, for joints inside the
+    # crop: a gradient towards the joint from every cell. 0 = off (runs 1-2).
+    coord_weight: float = 0.0
+    coord_beta: float = 20.0  # softmax sharpness of the soft-argmax (maps peak at 1)
     mask_weight: float = 1.0
     dense_weight: float = 1.0
     seed: int = 0
@@ -87,8 +96,10 @@ class EncoderTrainConfig:
         for name in ("batch_size", "max_iters", "torch_threads", "log_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise InputError(f"encoder training: {name} must be at least 1")
-        if self.lr <= 0 or self.heatmap_sigma <= 0:
-            raise InputError("encoder training: lr and heatmap_sigma must be positive")
+        if self.lr <= 0 or self.heatmap_sigma <= 0 or self.coord_beta <= 0:
+            raise InputError("encoder training: lr, heatmap_sigma and coord_beta must be positive")
+        if min(self.heatmap_fg_weight, self.coord_weight) < 0:
+            raise InputError("encoder training: heatmap_fg_weight and coord_weight must be >= 0")
 
     @classmethod
     def from_dict(cls, data: dict, base_dir: Path | None = None) -> EncoderTrainConfig:
@@ -157,6 +168,8 @@ def targets_to_batch(images: list[np.ndarray], targets: list[EncoderTargets]) ->
         "heatmaps": torch.from_numpy(np.stack([t.heatmaps for t in targets])),
         "masks": torch.from_numpy(np.stack([t.masks for t in targets])),
         "dense": torch.from_numpy(np.stack([t.dense for t in targets])),
+        "joints_xy": torch.from_numpy(np.stack([t.joints_xy for t in targets])),
+        "joint_inside": torch.from_numpy(np.stack([t.joint_inside for t in targets])),
     }
 
 
@@ -194,13 +207,20 @@ def build_encoder(cfg: EncoderTrainConfig) -> PretrainedTrunkEncoder:
 
 
 def encoder_loss(out: ImageEncoding, batch: dict, cfg: EncoderTrainConfig) -> dict[str, torch.Tensor]:
-    heat = F.mse_loss(out.hms, batch["heatmaps"])
+    target = batch["heatmaps"]
+    heat = ((out.hms - target) ** 2 * (1 + cfg.heatmap_fg_weight * target)).mean()
     mask = F.binary_cross_entropy_with_logits(out.mask, batch["masks"])
     # Dense coordinates count on each hand's own pixels (mask cover as the weight).
     weight = batch["masks"].repeat_interleave(3, dim=1)
     dense = ((out.dp - batch["dense"]).abs() * weight).sum() / weight.sum().clamp_min(1.0)
     total = cfg.heatmap_weight * heat + cfg.mask_weight * mask + cfg.dense_weight * dense
-    return {"loss": total, "heatmap": heat, "mask": mask, "dense": dense}
+    losses = {"heatmap": heat, "mask": mask, "dense": dense}
+    if cfg.coord_weight > 0:
+        inside = batch["joint_inside"].float()
+        error = (soft_argmax(out.hms, cfg.coord_beta) - batch["joints_xy"]).abs().sum(-1)
+        losses["coord"] = (error * inside).sum() / inside.sum().clamp_min(1.0)
+        total = total + cfg.coord_weight * losses["coord"]
+    return {"loss": total, **losses}
 
 
 def learning_rate_factor(iteration: int, cfg: EncoderTrainConfig) -> float:

@@ -168,7 +168,8 @@ class MetricsLog:
         import matplotlib.pyplot as plt
 
         skip = {"iteration", "epoch", "seconds", "lr"}
-        keys = [k for k in self.rows[0] if k not in skip]
+        # Columns added mid-campaign (a new loss term) are plotted too, blank before they began.
+        keys = [k for k in dict.fromkeys(k for r in self.rows for k in r) if k not in skip]
         its = [int(r["iteration"]) for r in self.rows]
         fig, axes = plt.subplots(
             len(keys), 1, figsize=(7, 2.2 * max(1, len(keys))), sharex=True, squeeze=False
