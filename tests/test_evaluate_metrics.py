@@ -110,8 +110,19 @@ def test_packed_weights_share_the_encoder_and_fit_the_budget(tmp_path):
     paths["kpts_ref"] = save_checkpoint(tmp_path / "k2.safetensors", k2, config=kpts_ref_config("resnet18"))
     from core.errors import CheckpointError
 
-    with pytest.raises(CheckpointError, match="differ from the shared encoder"):
+    with pytest.raises(CheckpointError, match="differ from encoder.safetensors"):
         pack_weights(paths, tmp_path / "shipped2")
+    # K on a pretrained trunk (issue 13) ships its encoder in a file of its own.
+    from core.models.config import EncoderConfig
+    from core.models.kpts_ref import KeypointRefiner
+
+    lite = kpts_ref_config(EncoderConfig.pretrained_lite())
+    paths["kpts_ref"] = save_checkpoint(tmp_path / "k3.safetensors", KeypointRefiner(lite), config=lite)
+    sizes = pack_weights(paths, tmp_path / "shipped3")
+    assert {ENCODER_FILE, "encoder_efficientnet_lite0.safetensors"} <= set(sizes)
+    nets3 = load_weights_folder(tmp_path / "shipped3")
+    assert nets3["kpts_ref"].cfg.encoder.backbone == "efficientnet_lite0"
+    assert nets3["ref_occ"].cfg.encoder.backbone == "resnet18"
 
 
 def test_evaluate_command_runs_every_row(tmp_path, capsys):

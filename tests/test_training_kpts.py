@@ -222,3 +222,42 @@ def test_our_k_trains_with_the_undirected_graph_and_fine_tuning_keeps_the_graph(
     assert not directed.cfg.undirected_graph
     with pytest.raises(TrainConfigError, match="kpts_graph"):
         TrainConfig.of("kpts", data={}, kpts_graph="both")
+
+
+def test_k_on_a_campaign_encoder_keeps_an_earlier_ks_keypoint_layers(data_dir, tmp_path):
+    """``encoder_from`` (issue 13): K is built around the encoder campaign's export, and an
+    earlier K (on another encoder) gives every keypoint-side weight; the projection of the new
+    encoder's maps starts afresh and trains from the cached maps."""
+    from core.checkpoints import save_checkpoint
+    from core.models.config import EncoderConfig
+    from core.models.image_encoder import PretrainedTrunkEncoder
+    from core.models.registry import TRAINED_ENCODER_NETWORK
+    from core.training.feature_cache import MAPS_KEY
+
+    torch.manual_seed(1)
+    cfg = EncoderConfig.pretrained_lite()
+    campaign = PretrainedTrunkEncoder(cfg).eval()
+    enc_path = save_checkpoint(tmp_path / "enc.safetensors", campaign, TRAINED_ENCODER_NETWORK, config=cfg)
+    recipe, earlier = _recipe(data_dir, tmp_path, dropout=0.0)
+    with torch.no_grad():  # a trained K's image attention is not the identity start's zero
+        for layer in earlier.gcn_layers:
+            layer.img_ex_left.attn.Attn.fc.weight.normal_(0.0, 0.01)
+    k_path = save_checkpoint(tmp_path / "k.safetensors", earlier, "kpts_ref", config=recipe.model_config())
+    recipe, net = _recipe(
+        data_dir, tmp_path, dropout=0.0, identity_init=False, init_from=str(k_path),
+        encoder_from=str(enc_path), feature_cache="fc_lite", cache_encoder_maps=True,
+    )  # fmt: skip
+    assert net.cfg.encoder == cfg
+    state, old = net.state_dict(), earlier.state_dict()
+    for name, value in campaign.state_dict().items():
+        assert torch.equal(state["image_encoder." + name], value), name
+    carried = [k for k in old if not k.startswith(("image_encoder.", "img_proj_layer."))]
+    assert carried and all(torch.equal(state[k], old[k]) for k in carried)
+    assert net.img_proj_layer.in_channels == cfg.layer1_channels + 2 * cfg.fmap_dim != 320
+    cached = recipe.prepare_dataset(SynthFolderDataset(data_dir, recipe.item_spec()), net, "cpu")
+    batch = default_collate([cached[(0, 0)], cached[(1, 0)]])
+    assert batch[MAPS_KEY].shape[1] == net.img_proj_layer.in_channels
+    loss, _ = recipe.loss(net, batch, "cpu")
+    loss.backward()
+    assert float(net.img_proj_layer.weight.grad.abs().max()) > 0
+    assert all(p.grad is None for p in net.image_encoder.parameters())

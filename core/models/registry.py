@@ -22,11 +22,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from core.checkpoints import OUR_SUFFIX, check_state_dict, read_checkpoint_info
+from core.checkpoints import OUR_SUFFIX, check_state_dict, load_checkpoint, read_checkpoint_info
 from core.errors import CheckpointError, InputError, TrainConfigError
-from core.models.config import HALO_BASE_DECODER, InitOccConfig
+from core.models.config import HALO_BASE_DECODER, EncoderConfig, InitOccConfig
 from core.models.config_limits import check_config_numbers, check_network_size
 from core.models.halo_base import HaloBaseNet
+from core.models.image_encoder import build_image_encoder
 from core.models.init_occ import InitOccNet
 from core.models.kpts_ref import KeypointRefiner, KptsRefConfig
 from core.models.ref_occ import RefOccConfig, RefOccNet
@@ -65,6 +66,8 @@ NETWORKS: dict[str, NetworkSpec] = {
 # The shipped encoder file of packed folders (the tensors under each network's shared prefixes).
 ENCODER_FILE = "encoder" + OUR_SUFFIX
 ENCODER_NETWORK = "shared_image_encoder"
+# The exports of the encoder campaign (core.training.encoder_training): an encoder on its own.
+TRAINED_ENCODER_NETWORK = "image_encoder"
 
 
 def network_spec(name: str) -> NetworkSpec:
@@ -158,3 +161,19 @@ def load_weights_folder(folder: str | Path, device: str | torch.device = "cpu") 
     if not nets:
         raise CheckpointError(f"{folder} holds none of {sorted(s.file_name for s in NETWORKS.values())}")
     return nets
+
+
+def load_image_encoder(path: str | Path) -> nn.Module:
+    """An encoder exported by the encoder campaign (network ``image_encoder``), built from its
+    stored config, in eval mode."""
+    path = Path(path)
+    info = read_checkpoint_info(path)
+    if info.network != TRAINED_ENCODER_NETWORK:
+        raise CheckpointError(f"{path} holds network {info.network!r}, not an image encoder")
+    try:
+        cfg = config_from_dict(EncoderConfig, info.config or {})
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        raise CheckpointError(f"{path.name}: the stored encoder config does not fit: {exc}") from None
+    encoder = build_image_encoder(cfg)
+    load_checkpoint(encoder, path, TRAINED_ENCODER_NETWORK, config=cfg)
+    return encoder.eval()

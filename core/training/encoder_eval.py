@@ -23,29 +23,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.checkpoints import load_checkpoint, read_checkpoint_info
 from core.errors import InputError
 from core.hand.joints import HAND_SIDES
 from core.io.atomic import write_text_atomic
-from core.models.config import EncoderConfig
 from core.models.heatmap_readout import heatmap_peaks
-from core.models.image_encoder import build_image_encoder, normalize_image
+from core.models.image_encoder import normalize_image
+from core.models.registry import load_image_encoder
 from core.training.encoder_targets import HAND_LABELS, map_targets, map_to_crop
-from core.training.encoder_training import ENCODER_NETWORK, cached_item, sample_files
+from core.training.encoder_training import cached_item, sample_files
 
 PCK_FRACTION = 0.05
 
 
 def load_encoder(path: str | Path) -> torch.nn.Module:
     """An encoder saved by the encoder training (our safetensors format), in eval mode."""
-    info = read_checkpoint_info(path)
-    if info.network != ENCODER_NETWORK:
-        raise InputError(f"{path} holds network {info.network!r}, not an image encoder")
-    fields = {f for f in EncoderConfig.__dataclass_fields__}
-    cfg = EncoderConfig(**{k: v for k, v in (info.config or {}).items() if k in fields})
-    encoder = build_image_encoder(cfg)
-    load_checkpoint(encoder, path, ENCODER_NETWORK, config=cfg)
-    return encoder.eval()
+    return load_image_encoder(path)
 
 
 @dataclass

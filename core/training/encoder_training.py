@@ -41,6 +41,7 @@ from core.io.atomic import atomic_path
 from core.models.config import EncoderConfig
 from core.models.heatmap_readout import soft_argmax
 from core.models.image_encoder import ImageEncoding, PretrainedTrunkEncoder, normalize_image
+from core.models.registry import TRAINED_ENCODER_NETWORK as ENCODER_NETWORK
 from core.synth.samples import load_sample
 from core.training.encoder_targets import (
     AugmentConfig,
@@ -52,7 +53,6 @@ from core.training.encoder_targets import (
 )
 from core.training.trainer import DistInfo, MetricsLog, epoch_batches, rng_state, set_rng_state
 
-ENCODER_NETWORK = "image_encoder"
 EXPORT_NAME = "image_encoder.safetensors"
 CHECKPOINT_NAME = "checkpoint.pt"
 RUNS_LOG = "runs.jsonl"

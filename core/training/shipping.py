@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from core.checkpoints import checkpoint_header, read_checkpoint_info
+from core.checkpoints import OUR_SUFFIX, checkpoint_header, read_checkpoint_info
 from core.errors import CheckpointError
 from core.io.atomic import atomic_path
 from core.models.registry import ENCODER_FILE, ENCODER_NETWORK, network_spec
@@ -30,16 +30,25 @@ def _half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: (v.half() if v.is_floating_point() else v).contiguous().clone() for k, v in state.items()}
 
 
+def shared_encoder_file(config: dict | None) -> str:
+    """The packed file name of a network's image encoder: ``encoder.safetensors`` for the
+    ResNetSimple encoders of the first sets, ``encoder_<backbone>.safetensors`` for a
+    pretrained trunk (so that K may ship on another encoder than I and R)."""
+    backbone = ((config or {}).get("encoder") or {}).get("backbone", "resnet")
+    return ENCODER_FILE if backbone.startswith("resnet") else f"encoder_{backbone}{OUR_SUFFIX}"
+
+
 def pack_weights(sources: dict[str, Path], out_dir: str | Path, extra_metadata: dict | None = None) -> dict:
     """Write the shipped folder from our full-precision training exports.
 
-    ``sources``: ``{"ref_occ": path, "kpts_ref": path, "halo_base": path}`` (any subset; the
-    encoder is taken from R, else K). R's and K's encoders must be identical (frozen copies
-    of I's). Returns ``{file name: size in bytes}``."""
+    ``sources``: ``{"ref_occ": path, "kpts_ref": path, "halo_base": path}`` (any subset). Each
+    network's encoder tensors go to its encoder file (:func:`shared_encoder_file`), stored
+    once: networks naming the same file must hold identical encoders (frozen copies of one
+    trained encoder). Returns ``{file name: size in bytes}``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     extra = dict(extra_metadata or {})
-    encoder_state = None
+    encoders: dict[str, dict[str, torch.Tensor]] = {}
     written = {}
     for network, src in sources.items():
         info = read_checkpoint_info(src)
@@ -47,21 +56,21 @@ def pack_weights(sources: dict[str, Path], out_dir: str | Path, extra_metadata: 
             raise CheckpointError(f"{src} holds {info.network}, expected {network}")
         state = load_file(str(src))
         shared = {}
+        encoder_file = shared_encoder_file(info.config)
         for prefix in network_spec(network).shared_prefixes:
             part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-            if encoder_state is None:
-                encoder_state = part
-            elif any(not torch.equal(encoder_state[k], v) for k, v in part.items()):
-                raise CheckpointError(f"{src}: tensors under {prefix!r} differ from the shared encoder")
+            known = encoders.setdefault(encoder_file, part)
+            if known.keys() != part.keys() or any(not torch.equal(known[k], v) for k, v in part.items()):
+                raise CheckpointError(f"{src}: tensors under {prefix!r} differ from {encoder_file}")
             state = {k: v for k, v in state.items() if not k.startswith(prefix)}
-            shared[prefix] = ENCODER_FILE
+            shared[prefix] = encoder_file
         metadata = {**info.metadata, **extra, **({"shared": shared} if shared else {})}
         path = out_dir / network_spec(network).file_name
         with atomic_path(path) as tmp:
             save_file(_half(state), str(tmp), metadata=checkpoint_header(network, info.config, metadata))
         written[path.name] = path.stat().st_size
-    if encoder_state is not None:
-        path = out_dir / ENCODER_FILE
+    for name, encoder_state in encoders.items():
+        path = out_dir / name
         with atomic_path(path) as tmp:
             header = checkpoint_header(ENCODER_NETWORK, None, extra)
             save_file(_half(encoder_state), str(tmp), metadata=header)

@@ -8,7 +8,7 @@ ours differ are in each network's module: :mod:`.halo`, :mod:`.init`, :mod:`.ref
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -20,8 +20,10 @@ from core.checkpoints import save_checkpoint
 from core.errors import TrainConfigError
 from core.geometry.canonical import canonicalize_two_hands, halo_base_inputs
 from core.hand.joints import HAND_SIDES, convert_joints
+from core.models.config import EncoderConfig
 from core.models.image_encoder import normalize_image
 from core.models.init_occ import HandInputs, InitOccNet
+from core.models.registry import load_image_encoder
 from core.training.datasets import ItemSpec
 from core.training.recipes.config import TrainConfig
 
@@ -116,6 +118,7 @@ class Recipe:
     out_dir: Path
 
     network_name: ClassVar[str] = ""  # the network's name in core.models.registry
+    _campaign_encoder: nn.Module | None = field(default=None, init=False, repr=False)
     Options: ClassVar[type] = NoOptions
 
     @property
@@ -140,6 +143,30 @@ class Recipe:
         """A path of the config: absolute, or relative to the run's output folder."""
         path = Path(value)
         return path if path.is_absolute() else self.out_dir / path
+
+    def encoder_spec(self) -> str | EncoderConfig:
+        """What the networks' image encoder is built from: the stored config of the campaign
+        encoder in ``encoder_from``, else the ``backbone`` name (a ResNetSimple)."""
+        if not self.cfg.encoder_from:
+            return self.cfg.backbone
+        return self.campaign_encoder().cfg
+
+    def campaign_encoder(self) -> nn.Module:
+        """The encoder named by ``encoder_from`` (loaded once per recipe)."""
+        if self._campaign_encoder is None:
+            path = self.config_path(self.cfg.encoder_from)
+            if not path.is_file():
+                raise TrainConfigError(f"encoder_from weights not found: {path} (train encoder first)")
+            self._campaign_encoder = load_image_encoder(path)
+        return self._campaign_encoder
+
+    def start_from_campaign_encoder(self, net: nn.Module) -> bool:
+        """Copy the ``encoder_from`` weights into ``net.image_encoder``; False when unset."""
+        if not self.cfg.encoder_from:
+            return False
+        with torch.no_grad():
+            net.image_encoder.load_state_dict(self.campaign_encoder().state_dict())
+        return True
 
     def init_path(self) -> Path:
         if not self.cfg.init_from:

@@ -36,6 +36,10 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     init_from: str | None = None  # earlier stage's exported weights (relative to --out)
+    # An encoder exported by the encoder campaign (python main.py train encoder; relative to
+    # --out): I, R and K are built around its stored config and start from its weights,
+    # instead of a fresh ResNetSimple on ``backbone`` (ours; issue 13).
+    encoder_from: str | None = None
     torch_threads: int = 2
 
     def __post_init__(self) -> None:

@@ -66,7 +66,7 @@ class InitRecipe(Recipe):
         return ItemSpec(points_per_hand=self.cfg.points_per_hand, seed=self.cfg.seed, crop_with="gt")
 
     def model_config(self):
-        return init_occ_config(self.cfg.backbone)
+        return init_occ_config(self.encoder_spec())
 
     def build(self) -> nn.Module:
         net = InitOccNet(self.model_config())
@@ -78,6 +78,8 @@ class InitRecipe(Recipe):
             if not isinstance(earlier, InitOccNet):
                 raise TrainConfigError(f"init_keep_from must hold network I (or R); {path} does not")
             net.load_state_dict(earlier.state_dict())
+        if self.start_from_campaign_encoder(net) and self.opts.init_keep_from:
+            raise TrainConfigError("encoder_from and init_keep_from both set I's encoder: choose one")
         if self.cfg.init_from:
             halo = load_network(self.init_path())
             with torch.no_grad():

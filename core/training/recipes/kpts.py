@@ -22,6 +22,10 @@ from core.training.datasets import ItemSpec
 from core.training.netconfigs import kpts_ref_config
 from core.training.recipes.base import Recipe, batch_images, kpts_frame_mm, share_encoder_from_init, unwrap
 
+# K's tensors that belong to its image encoder side: the encoder and the 1x1 projection of
+# its maps (the projection's input width is the encoder's).
+ENCODER_SIDE_PREFIXES = ("image_encoder.", "img_proj_layer.")
+
 
 @dataclass(frozen=True)
 class KptsOptions:
@@ -141,7 +145,7 @@ class KptsRecipe(Recipe):
         return fc.CachedFeatureDataset(dataset, fc.FeatureCache(folder, net, len(dataset), content))
 
     def model_config(self):
-        return kpts_ref_config(self.cfg.backbone, self.opts.dropout, self.opts.kpts_graph == "undirected")
+        return kpts_ref_config(self.encoder_spec(), self.opts.dropout, self.opts.kpts_graph == "undirected")
 
     def build(self) -> nn.Module:
         net = KeypointRefiner(self.model_config())
@@ -156,7 +160,18 @@ class KptsRecipe(Recipe):
                     f"the K in init_from runs a {kind} skeleton graph; "
                     f"set \"kpts_graph\": \"{kind}\" to fine-tune it"
                 )
-            net.load_state_dict(init.state_dict())
+            if self.start_from_campaign_encoder(net):
+                # A new encoder under an earlier K: its keypoint layers carry over; the encoder
+                # comes from encoder_from and the 1x1 projection of the encoder's maps (whose
+                # width changed) starts afresh.
+                keep = {k: v for k, v in init.state_dict().items() if not k.startswith(ENCODER_SIDE_PREFIXES)}
+                missing, unexpected = net.load_state_dict(keep, strict=False)
+                if unexpected or any(not k.startswith(ENCODER_SIDE_PREFIXES) for k in missing):
+                    raise TrainConfigError(f"the K in init_from does not fit: {unexpected or missing}")
+            else:
+                net.load_state_dict(init.state_dict())
+        elif self.start_from_campaign_encoder(net):  # the encoder campaign's weights
+            pass
         elif init is not None:  # I (or R's I): the shared encoder only
             share_encoder_from_init(net, init, final_layer=False)
         net.image_encoder.requires_grad_(False)

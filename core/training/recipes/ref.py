@@ -173,7 +173,7 @@ class RefRecipe(Recipe):
         )
 
     def model_config(self):
-        return ref_occ_config(self.cfg.backbone)
+        return ref_occ_config(self.encoder_spec())
 
     def cache_spec(self):
         from core.training.ref_cache import RefCacheSpec
