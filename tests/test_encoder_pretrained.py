@@ -263,3 +263,33 @@ def test_untrained_encoder_adds_no_hands_and_real_frame_table_runs():
     assert all(r.mediapipe_error_px is None for r in rows)
     assert all(np.isfinite(r.encoder_error_px) and 0 <= r.encoder_pck <= 1 for r in rows)
     assert "missed" in format_table(rows)
+
+
+def test_encoder_eval_scores_a_perfect_encoder_near_zero(render_folder):
+    """The evaluation itself: an 'encoder' that returns each render's own targets scores
+    sub-pixel 2D error with both read-outs and near-perfect masks."""
+    from core.models.image_encoder import ImageEncoding
+    from core.synth.samples import load_sample
+    from core.training.encoder_eval import evaluate_encoder
+
+    files = sorted(render_folder.glob("*.npz"))
+    targets = [map_targets(encoder_sample(load_sample(f)), 1.5) for f in files]
+
+    class Oracle(torch.nn.Module):
+        calls = 0
+
+        def forward(self, images):
+            chosen = targets[self.calls : self.calls + images.shape[0]]
+            self.calls += images.shape[0]
+
+            def stack(name):
+                return torch.from_numpy(np.stack([getattr(t, name) for t in chosen]))
+
+            return ImageEncoding(hms=stack("heatmaps"), mask=20 * (stack("masks") - 0.5), dp=stack("dense"),
+                                 img_fmaps=[], hms_fmaps=[], dp_fmaps=[])  # fmt: skip
+
+    scores = evaluate_encoder(Oracle(), files, batch_size=3)
+    assert scores.samples == len(files) and scores.joints > 30 * len(files)
+    assert scores.joint_error_px < 0.5 and scores.soft_argmax_error_px < 1.0 and scores.pck > 0.99
+    assert scores.mask_iou > 0.85 and scores.dense_l1 < 1e-6
+    assert "soft-argmax" in scores.table()

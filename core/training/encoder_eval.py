@@ -26,13 +26,14 @@ import torch.nn.functional as F
 from core.errors import InputError
 from core.hand.joints import HAND_SIDES
 from core.io.atomic import write_text_atomic
-from core.models.heatmap_readout import heatmap_peaks
+from core.models.heatmap_readout import heatmap_peaks, soft_argmax
 from core.models.image_encoder import normalize_image
 from core.models.registry import load_image_encoder
 from core.training.encoder_targets import HAND_LABELS, map_targets, map_to_crop
 from core.training.encoder_training import cached_item, sample_files
 
 PCK_FRACTION = 0.05
+SOFT_ARGMAX_BETA = 20.0  # as EncoderTrainConfig.coord_beta
 
 
 def load_encoder(path: str | Path) -> torch.nn.Module:
@@ -50,6 +51,7 @@ class EncoderScores:
     mask_iou_left: float
     mask_iou_right: float
     dense_l1: float
+    soft_argmax_error_px: float = float("nan")  # the training's soft-argmax read-out instead
 
     @property
     def mask_iou(self) -> float:
@@ -59,12 +61,13 @@ class EncoderScores:
         return "\n".join(
             [
                 "| samples | joints | 2D error (px) | median (px) | PCK@0.05 box "
-                "| mask IoU L / R / mean | dense L1 |",
-                "|---|---|---|---|---|---|---|",
+                "| mask IoU L / R / mean | dense L1 | soft-argmax 2D error (px) |",
+                "|---|---|---|---|---|---|---|---|",
                 f"| {self.samples} | {self.joints} | {self.joint_error_px:.2f} "
                 f"| {self.joint_median_px:.2f} | "
                 f"{100 * self.pck:.1f} % | {100 * self.mask_iou_left:.1f} / "
-                f"{100 * self.mask_iou_right:.1f} / {100 * self.mask_iou:.1f} % | {self.dense_l1:.3f} |",
+                f"{100 * self.mask_iou_right:.1f} / {100 * self.mask_iou:.1f} % | {self.dense_l1:.3f} "
+                f"| {self.soft_argmax_error_px:.2f} |",
             ]
         )
 
@@ -79,7 +82,7 @@ def hand_box_sizes(joints_uv: np.ndarray) -> np.ndarray:
 def evaluate_encoder(
     encoder: torch.nn.Module, files: list[Path], batch_size: int = 8, sigma: float = 1.5
 ) -> EncoderScores:
-    errors, within = [], []
+    errors, within, soft_errors = [], [], []
     inter, union = np.zeros(2), np.zeros(2)
     dense_sum, dense_weight = 0.0, 0.0
     for start in range(0, len(files), batch_size):
@@ -87,6 +90,7 @@ def evaluate_encoder(
         size = items[0].image.shape[0]
         out = encoder(normalize_image(torch.from_numpy(np.stack([it.image for it in items]))))
         xy, _ = heatmap_peaks(out.hms)
+        soft_xy = soft_argmax(out.hms, SOFT_ARGMAX_BETA)
         masks = F.interpolate(out.mask, size=(size, size), mode="bilinear", align_corners=False) > 0
         for b, item in enumerate(items):
             uv = map_to_crop(xy[b].numpy(), size)
@@ -94,6 +98,8 @@ def evaluate_encoder(
             err = np.linalg.norm(uv - item.joints_uv, axis=1)
             inside = target.joint_inside
             errors.append(err[inside])
+            soft = np.linalg.norm(map_to_crop(soft_xy[b].numpy(), size) - item.joints_uv, axis=1)
+            soft_errors.append(soft[inside])
             within.append((err <= PCK_FRACTION * hand_box_sizes(item.joints_uv))[inside])
             for k, side in enumerate(HAND_SIDES):
                 truth = item.labels == HAND_LABELS[side]
@@ -114,6 +120,7 @@ def evaluate_encoder(
         mask_iou_left=float(iou[0]),
         mask_iou_right=float(iou[1]),
         dense_l1=dense_sum / max(dense_weight, 1.0),
+        soft_argmax_error_px=float(np.concatenate(soft_errors).mean()),
     )
 
 
