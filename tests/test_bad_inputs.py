@@ -941,6 +941,10 @@ OTHER_CLI_CASES = {
         "list.json",
     ),
     "evaluate bad data": (["evaluate", "--data", "nonsense", "--weights", "{tmp}"], "data"),
+    "evaluate shuffle one sample": (
+        ["evaluate", "--data", "synthetic:seed=1,count=1", "--shuffle-images", "--weights", "{tmp}"],
+        "at least 2 test samples",
+    ),
 }
 
 

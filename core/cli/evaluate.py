@@ -1,7 +1,9 @@
-"""``python main.py evaluate --data synthetic:seed=S,count=N [--weights DIR] [--json PATH] [--quick]``:
-IoU, Chamfer-L1 and penetration volume of the rows HALO, I,
+"""``python main.py evaluate --data synthetic:seed=S,count=N [--weights DIR] [--json PATH] [--quick]
+[--shuffle-images]``: IoU, Chamfer-L1 and penetration volume of the rows HALO, I,
 I+R (ground-truth keypoints) and K+I, K+I+R (noisy keypoints), and K's MPJPE -- printed as
 tables laid out like the paper's Tables 1, 2 and 4 (see :mod:`core.training.evaluation`).
+``--shuffle-images`` runs the rows that read the image again with each sample's image swapped
+for another test sample's (:mod:`core.training.image_shuffle`): the image ablation.
 Only synthetic data: the occupancy metrics need ground-truth meshes, which the InterHand2.6M
 samples here do not have (K on real keypoints: ``python -m core.detect.evaluate_interhand``)."""
 
@@ -29,6 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--quick", action="store_true", help="resolution 64, 20k points: a fast check")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument(
+        "--shuffle-images",
+        action="store_true",
+        help="image ablation: also run every row that reads the image with each sample's image "
+        "replaced by the next test sample's (keypoints, camera and ground truth its own); "
+        "needs count >= 2",
+    )
 
 
 def parse_data(spec: str) -> tuple[str, dict]:
@@ -67,10 +76,13 @@ def run(args: argparse.Namespace) -> int:
     from core.io.atomic import write_text_atomic
     from core.io.output_set import check_output_file
     from core.training import evaluation
+    from core.training.image_shuffle import NOTHING_TO_SHUFFLE
 
     if args.json is not None:
         check_output_file(args.json, (".json",), "--json")
     _, spec = parse_data(args.data)
+    if args.shuffle_images and spec["count"] < 2:
+        raise InputError(NOTHING_TO_SHUFFLE)
     cfg = evaluation.EvalConfig(resolution=args.resolution, n_points=args.points)
     if args.quick:
         cfg = evaluation.EvalConfig(**QUICK)
@@ -81,7 +93,10 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"\r{done}/{spec['count']} samples ({name})")
         sys.stderr.flush()
 
-    result = evaluation.evaluate(samples, im2hands=im2hands, halo=halo, config=cfg, progress=progress)
+    result = evaluation.evaluate(
+        samples, im2hands=im2hands, halo=halo, config=cfg, progress=progress,
+        shuffle_images=args.shuffle_images,
+    )  # fmt: skip
     sys.stderr.write("\n")
     print(evaluation.format_tables(result))
     if args.json is not None:

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -34,6 +34,7 @@ from core.engine.engine import Engine
 from core.engine.settings import ReconstructionSettings
 from core.errors import InputError
 from core.hand.joints import HAND_SIDES, MANO_MIDDLE_MCP
+from core.training.image_shuffle import with_partner_images
 from core.types import Camera, HandMesh, Reconstruction, TwoHandKeypoints
 
 IOU_BOX_MARGIN_M = 0.02
@@ -186,24 +187,33 @@ class EvalResult:
     count: int
     config: dict
     seconds: float
+    # --shuffle-images: the image-reading rows again, each sample on another sample's image
+    rows_shuffled_image: dict[str, dict[str, float]] | None = None
+    mpjpe_mm_shuffled_image: dict[str, float] | None = None
 
     def to_json(self) -> dict:
-        return {"rows": self.rows, "mpjpe_mm": self.mpjpe_mm, "count": self.count, "config": self.config,
-                "seconds": round(self.seconds, 1)}  # fmt: skip
+        out = {"rows": self.rows, "mpjpe_mm": self.mpjpe_mm, "count": self.count, "config": self.config,
+               "seconds": round(self.seconds, 1)}  # fmt: skip
+        if self.rows_shuffled_image is not None:
+            out["rows_shuffled_image"] = self.rows_shuffled_image
+            out["mpjpe_mm_shuffled_image"] = self.mpjpe_mm_shuffled_image
+        return out
 
 
-def evaluate(
-    samples: Iterator[EvalSample],
-    *,
-    im2hands: Engine | None,
-    halo: Engine | None,
-    config: EvalConfig | None = None,
-    progress: Callable[[int, str], None] | None = None,
-) -> EvalResult:
-    """Every row of ``config.rows`` whose networks are present on every sample.
+@dataclass(frozen=True)
+class RowPlan:
+    """How one row reconstructs: which engine, from which keypoints, with which settings."""
 
-    Long: the loop over samples and rows with its accumulators."""
-    cfg = config or EvalConfig()
+    engine: Engine | None  # None: these weights lack a network of the row
+    keypoints: str  # "gt" | "noisy"
+    settings: ReconstructionSettings
+
+    @property
+    def reads_image(self) -> bool:
+        return self.engine is not None and self.engine.backend.needs_image
+
+
+def row_plans(im2hands: Engine | None, halo: Engine | None, cfg: EvalConfig) -> dict[str, RowPlan]:
     base = ReconstructionSettings(
         resolution=cfg.resolution,
         preview_resolution=min(64, cfg.resolution),
@@ -211,43 +221,87 @@ def evaluate(
     )
     has_k = im2hands is not None and im2hands.backend.has_keypoint_refiner
     has_r = im2hands is not None and im2hands.backend.has_refinement
-    plan = {
-        "HALO": (halo, "gt", base),
-        "I": (im2hands, "gt", base.with_(use_refinement=False)),
-        "I+R": (im2hands if has_r else None, "gt", base),
-        "K+I": (
-            im2hands if has_k else None,
-            "noisy",
-            base.with_(use_refinement=False, use_keypoint_refiner=True),
-        ),
-        "K+I+R": (im2hands if has_k and has_r else None, "noisy", base.with_(use_keypoint_refiner=True)),
+    no_r = base.with_(use_refinement=False)
+    with_k = base.with_(use_keypoint_refiner=True)
+    return {
+        "HALO": RowPlan(halo, "gt", base),
+        "I": RowPlan(im2hands, "gt", no_r),
+        "I+R": RowPlan(im2hands if has_r else None, "gt", base),
+        "K+I": RowPlan(im2hands if has_k else None, "noisy", with_k.with_(use_refinement=False)),
+        "K+I+R": RowPlan(im2hands if has_k and has_r else None, "noisy", with_k),
     }
-    rows = {name: RowScores() for name in cfg.rows if plan[name][0] is not None}
-    mpjpe = {"noisy": [], "refined": []}
+
+
+def score_row(
+    scores: RowScores, plan: RowPlan, sample: EvalSample, cfg: EvalConfig, index: int
+) -> Reconstruction | None:
+    """Reconstruct ``sample`` as the row does and add its scores; None when the engine refused
+    (counted as empty meshes: IoU 0, Chamfer at its cap, no penetration)."""
+    kp = sample.keypoints if plan.keypoints == "gt" else sample.noisy_keypoints
+    t = time.perf_counter()
+    try:
+        rec, fields = plan.engine.reconstruct_with_fields(sample.image, sample.camera, kp, plan.settings)
+    except InputError:
+        scores.failures += 1
+        scores.iou += [0.0, 0.0]
+        scores.cd_mm += [chamfer_l1_mm(np.zeros((0, 3)), np.zeros((0, 3)))] * 2
+        scores.pen_cm3.append(0.0)
+        return None
+    scores.seconds.append(time.perf_counter() - t)
+    hands = [score_hand(s, sample, rec, fields, cfg.n_points, (cfg.seed, index)) for s in HAND_SIDES]
+    scores.iou += [h.iou for h in hands]
+    scores.cd_mm += [h.cd_mm for h in hands]
+    scores.pen_cm3.append(rec.penetration_volume_cm3)
+    return rec
+
+
+def _k_errors(rec: Reconstruction | None, sample: EvalSample) -> list[float]:
+    """MPJPE of K's keypoints per hand (none where the engine refused the input)."""
+    if rec is None:
+        return []
+    return [mpjpe_mm(rec.keypoints.hand(s), sample.keypoints.hand(s)) for s in HAND_SIDES]
+
+
+def evaluate(
+    samples: Iterable[EvalSample],
+    *,
+    im2hands: Engine | None,
+    halo: Engine | None,
+    config: EvalConfig | None = None,
+    progress: Callable[[int, str], None] | None = None,
+    shuffle_images: bool = False,
+) -> EvalResult:
+    """Every row of ``config.rows`` whose networks are present on every sample; with
+    ``shuffle_images`` also every row that reads the image on another sample's image
+    (:mod:`core.training.image_shuffle`; needs at least 2 samples).
+
+    Long: the loop over samples and rows with its accumulators."""
+    cfg = config or EvalConfig()
+    plans = row_plans(im2hands, halo, cfg)
+    rows = {name: RowScores() for name in cfg.rows if plans[name].engine is not None}
+    shuffled = {name: RowScores() for name in rows if shuffle_images and plans[name].reads_image}
+    mpjpe = {"noisy": [], "refined": [], "refined_shuffled": []}
+    stream = with_partner_images(samples) if shuffle_images else ((s, None) for s in samples)
     t0, count = time.perf_counter(), 0
-    for sample in samples:
+    for sample, partner_image in stream:
         count += 1
         for name, scores in rows.items():
-            engine, which, settings = plan[name]
-            kp = sample.keypoints if which == "gt" else sample.noisy_keypoints
-            t = time.perf_counter()
-            try:
-                rec, fields = engine.reconstruct_with_fields(sample.image, sample.camera, kp, settings)
-            except InputError:
-                # counted as empty meshes: IoU 0, Chamfer at its cap, no penetration
-                scores.failures += 1
-                scores.iou += [0.0, 0.0]
-                scores.cd_mm += [chamfer_l1_mm(np.zeros((0, 3)), np.zeros((0, 3)))] * 2
-                scores.pen_cm3.append(0.0)
-                continue
-            scores.seconds.append(time.perf_counter() - t)
-            hands = [score_hand(s, sample, rec, fields, cfg.n_points, (cfg.seed, count)) for s in HAND_SIDES]
-            scores.iou += [h.iou for h in hands]
-            scores.cd_mm += [h.cd_mm for h in hands]
-            scores.pen_cm3.append(rec.penetration_volume_cm3)
+            rec = score_row(scores, plans[name], sample, cfg, count)
             if name == "K+I":
-                for s in HAND_SIDES:
-                    mpjpe["refined"].append(mpjpe_mm(rec.keypoints.hand(s), sample.keypoints.hand(s)))
+                mpjpe["refined"] += _k_errors(rec, sample)
+        if shuffled:
+            # The one seam of the ablation: the sample's own keypoints, camera and ground truth
+            # with the other sample's pixels (the engine's feature cache is keyed by the pixels).
+            if partner_image.shape != sample.image.shape:
+                raise InputError(
+                    f"--shuffle-images: {sample.name}'s image is {sample.image.shape} but the image "
+                    f"swapped in is {partner_image.shape}; shuffling needs images of one size"
+                )
+            on_foreign_image = replace(sample, image=partner_image)
+            for name, scores in shuffled.items():
+                rec = score_row(scores, plans[name], on_foreign_image, cfg, count)
+                if name == "K+I":
+                    mpjpe["refined_shuffled"] += _k_errors(rec, sample)
         # the input's error on every sample (K's output only where the engine accepted it)
         for s in HAND_SIDES:
             mpjpe["noisy"].append(mpjpe_mm(sample.noisy_keypoints.hand(s), sample.keypoints.hand(s)))
@@ -255,9 +309,21 @@ def evaluate(
             progress(count, sample.name)
     if count == 0:
         raise ValueError("nothing to evaluate: no samples")
-    summary = {name: scores.summary() for name, scores in rows.items()}
-    mp = {k: (float(np.mean(v)) if v else math.nan) for k, v in mpjpe.items()}
-    return EvalResult(summary, mp, count, asdict(cfg), time.perf_counter() - t0)
+    mean = lambda v: float(np.mean(v)) if v else math.nan
+    result = EvalResult(
+        {name: scores.summary() for name, scores in rows.items()},
+        {"noisy": mean(mpjpe["noisy"]), "refined": mean(mpjpe["refined"])},
+        count,
+        asdict(cfg) | {"shuffle_images": shuffle_images},
+        time.perf_counter() - t0,
+    )
+    if shuffle_images:
+        result.rows_shuffled_image = {name: scores.summary() for name, scores in shuffled.items()}
+        result.mpjpe_mm_shuffled_image = {
+            "noisy": result.mpjpe_mm["noisy"],  # the input does not depend on the image
+            "refined": mean(mpjpe["refined_shuffled"]),
+        }
+    return result
 
 
 # ----------------------------------------------------------------------------------------
@@ -281,4 +347,34 @@ def format_tables(result: EvalResult) -> str:
     noisy, refined = result.mpjpe_mm.get("noisy", math.nan), result.mpjpe_mm.get("refined", math.nan)
     lines.append(f"{'noisy':<16}{noisy:>8.2f}")
     lines.append(f"{'refined by K':<16}{refined:>8.2f}")
+    if result.rows_shuffled_image is not None:
+        lines += ["", *format_image_ablation(result)]
     return "\n".join(lines)
+
+
+def format_image_ablation(result: EvalResult) -> list[str]:
+    """The rows that read the image, on the sample's own image and on another sample's
+    (``evaluate --shuffle-images``), with the difference shuffled - true."""
+    lines = ["Image ablation -- each sample on another test sample's image (its own keypoints)",
+             f"{'Method':<8}" + "".join(f"{h:>30}" for h in ("IoU (%) true/shuf/diff",
+             "CD (mm) true/shuf/diff", "Pen. (cm^3) true/shuf/diff"))]  # fmt: skip
+    metrics = (("iou", 100.0, "{:>9.2f}"), ("cd_mm", 1.0, "{:>9.2f}"), ("pen_cm3", 1.0, "{:>9.3f}"))
+    for name in ROW_NAMES:
+        if name not in result.rows_shuffled_image:
+            continue
+        true, shuffled = result.rows[name], result.rows_shuffled_image[name]
+        cells = ""
+        for key, scale, fmt in metrics:
+            a, b = scale * true[key], scale * shuffled[key]
+            cells += "   " + fmt.format(a) + fmt.format(b) + fmt.replace(">", ">+").format(b - a)
+        lines.append(f"{name:<8}{cells}")
+    if not result.rows_shuffled_image:
+        lines.append("(no row of these weights reads the image)")
+    refined = result.mpjpe_mm.get("refined", math.nan)
+    shuffled_k = (result.mpjpe_mm_shuffled_image or {}).get("refined", math.nan)
+    change = 100.0 * (shuffled_k / refined - 1.0) if refined else math.nan
+    lines.append(
+        f"K's MPJPE (mm): true {refined:.2f}, shuffled {shuffled_k:.2f}, "
+        f"diff {shuffled_k - refined:+.2f} ({change:+.1f} %)"
+    )
+    return lines
