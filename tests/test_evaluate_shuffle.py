@@ -155,3 +155,25 @@ def test_the_feature_cache_follows_the_swapped_image(networks, samples):
     transform = crop_for_keypoints(own.camera, frames)
     np.testing.assert_array_equal(seen[1], make_network_crop(other.image, own.camera, transform).crop_u8)
     assert not np.array_equal(seen[0], seen[1])
+
+
+def test_k_alone_row_gives_the_k_plus_i_mpjpe_without_meshes(networks, samples, image_reading_result):
+    """``--rows K``: network K alone, true and shuffled, equals what the K+I row measures."""
+    device = torch.device("cpu")
+    im2hands = Engine(device="cpu", backend=Im2HandsBackend(device, init=networks.init, kpts=networks.kpts))
+    cfg = evaluation.EvalConfig(resolution=32, anchor_resolution=32, n_points=1500, rows=("K",))
+    result = evaluation.evaluate(iter(samples), im2hands=im2hands, halo=None, config=cfg, shuffle_images=True)
+    assert result.rows == {} and result.rows_shuffled_image == {}
+    for key in ("refined", "noisy"):
+        assert result.mpjpe_mm[key] == pytest.approx(image_reading_result.mpjpe_mm[key], abs=1e-6)
+    assert result.mpjpe_mm_shuffled_image["refined"] == pytest.approx(
+        image_reading_result.mpjpe_mm_shuffled_image["refined"], abs=1e-6
+    )
+
+
+def test_rows_option_rejects_unknown_rows():
+    from core.cli.evaluate import parse_rows
+
+    assert parse_rows("K, HALO,K") == ("K", "HALO")
+    with pytest.raises(InputError, match="choose from HALO, I, I\\+R, K\\+I, K\\+I\\+R, K"):
+        parse_rows("K+J")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from core.errors import InputError
@@ -32,12 +33,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="resolution 64, 20k points: a fast check")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument(
+        "--rows",
+        default=None,
+        help="comma-separated rows to run (default all: HALO,I,I+R,K+I,K+I+R); K = network K "
+        "alone, its keypoints' MPJPE without meshes",
+    )
+    parser.add_argument(
         "--shuffle-images",
         action="store_true",
         help="image ablation: also run every row that reads the image with each sample's image "
         "replaced by the next test sample's (keypoints, camera and ground truth its own); "
         "needs count >= 2",
     )
+
+
+def parse_rows(spec: str) -> tuple[str, ...]:
+    from core.training.evaluation import K_ONLY_ROW, ROW_NAMES
+
+    known = (*ROW_NAMES, K_ONLY_ROW)
+    rows = tuple(dict.fromkeys(part.strip() for part in spec.split(",") if part.strip()))
+    bad = [r for r in rows if r not in known]
+    if bad or not rows:
+        raise InputError(f"bad --rows {spec!r}: choose from {', '.join(known)} (comma-separated)")
+    return rows
 
 
 def parse_data(spec: str) -> tuple[str, dict]:
@@ -86,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = evaluation.EvalConfig(resolution=args.resolution, n_points=args.points)
     if args.quick:
         cfg = evaluation.EvalConfig(**QUICK)
+    if args.rows is not None:
+        cfg = replace(cfg, rows=parse_rows(args.rows))
     im2hands, halo = engines(args.weights, args.device)
     samples = evaluation.synthetic_samples(spec["seed"], spec["count"])
 

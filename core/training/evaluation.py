@@ -39,6 +39,9 @@ from core.types import Camera, HandMesh, Reconstruction, TwoHandKeypoints
 
 IOU_BOX_MARGIN_M = 0.02
 ROW_NAMES = ("HALO", "I", "I+R", "K+I", "K+I+R")
+# Network K alone: its keypoints' MPJPE (Table 4) without meshes, for when only K changed. The
+# K+I row gives the same figure (it reconstructs from K's keypoints) where it runs.
+K_ONLY_ROW = "K"
 GT_ROWS = ("HALO", "I", "I+R")
 
 
@@ -262,6 +265,13 @@ def _k_errors(rec: Reconstruction | None, sample: EvalSample) -> list[float]:
     return [mpjpe_mm(rec.keypoints.hand(s), sample.keypoints.hand(s)) for s in HAND_SIDES]
 
 
+def _k_alone_errors(engine: Engine, shown: EvalSample, truth: EvalSample) -> list[float]:
+    """MPJPE per hand of network K alone, run on ``shown`` (its image, camera and noisy
+    keypoints) and scored against ``truth``'s keypoints."""
+    refined = engine.refine_keypoints(shown.image, shown.camera, shown.noisy_keypoints)
+    return [mpjpe_mm(refined.hand(s), truth.keypoints.hand(s)) for s in HAND_SIDES]
+
+
 def evaluate(
     samples: Iterable[EvalSample],
     *,
@@ -278,7 +288,8 @@ def evaluate(
     Long: the loop over samples and rows with its accumulators."""
     cfg = config or EvalConfig()
     plans = row_plans(im2hands, halo, cfg)
-    rows = {name: RowScores() for name in cfg.rows if plans[name].engine is not None}
+    rows = {name: RowScores() for name in cfg.rows if name in plans and plans[name].engine is not None}
+    k_alone = K_ONLY_ROW in cfg.rows and "K+I" not in rows and plans["K+I"].engine is not None
     shuffled = {name: RowScores() for name in rows if shuffle_images and plans[name].reads_image}
     mpjpe = {"noisy": [], "refined": [], "refined_shuffled": []}
     stream = with_partner_images(samples) if shuffle_images else ((s, None) for s in samples)
@@ -289,7 +300,9 @@ def evaluate(
             rec = score_row(scores, plans[name], sample, cfg, count)
             if name == "K+I":
                 mpjpe["refined"] += _k_errors(rec, sample)
-        if shuffled:
+        if k_alone:
+            mpjpe["refined"] += _k_alone_errors(im2hands, sample, sample)
+        if shuffled or (k_alone and shuffle_images):
             # The one seam of the ablation: the sample's own keypoints, camera and ground truth
             # with the other sample's pixels (the engine's feature cache is keyed by the pixels).
             if partner_image.shape != sample.image.shape:
@@ -302,6 +315,8 @@ def evaluate(
                 rec = score_row(scores, plans[name], on_foreign_image, cfg, count)
                 if name == "K+I":
                     mpjpe["refined_shuffled"] += _k_errors(rec, sample)
+            if k_alone:
+                mpjpe["refined_shuffled"] += _k_alone_errors(im2hands, on_foreign_image, sample)
         # the input's error on every sample (K's output only where the engine accepted it)
         for s in HAND_SIDES:
             mpjpe["noisy"].append(mpjpe_mm(sample.noisy_keypoints.hand(s), sample.keypoints.hand(s)))
