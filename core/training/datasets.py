@@ -34,11 +34,17 @@ import torch
 from core.engine.image_input import crop_for_keypoints, make_network_crop
 from core.errors import InputError
 from core.hand.joints import HAND_SIDES, MANO_WRIST
-from core.synth.noise import perturb_keypoints
+from core.synth.detector_noise import DetectorNoise, apply_detector_noise
+from core.synth.noise import KeypointNoise, perturb_keypoints
 from core.synth.samples import OccupancySamples, SynthConfig, SynthSample, generate_sample, surface_points
 from core.types import Camera, HandMesh, TwoHandKeypoints
 
 ANCHOR_NOISE_MM = 2.0  # jitter of anchors sampled on the ground-truth surface (see sample_anchors)
+# With the detector-like terms on, the jitter keeps its per-joint and per-finger terms and
+# leaves the whole-hand ones (rotation, scale, depth offset, swaps) to them, at their measured sizes.
+JITTER_BESIDE_DETECTOR_NOISE = KeypointNoise(
+    hand_rotation_deg=0.0, hand_scale=0.0, depth_offset_m=0.0, swap_prob=0.0
+)
 
 
 class DatasetError(InputError):
@@ -61,6 +67,13 @@ class ItemSpec:
     # Synthetic sources only: draw fresh detector-like noisy keypoints for every (index, draw)
     # instead of the stored ones (ours, for K: one stored draw per sample is memorised fast).
     renoise: bool = False
+    # Synthetic sources only: detector-like errors (core.synth.detector_noise) added to the
+    # noisy keypoints of every (index, draw), after the jitter (ours, for K).
+    detector_noise: DetectorNoise | None = None
+
+    @property
+    def adds_detector_noise(self) -> bool:
+        return self.detector_noise is not None and self.detector_noise.enabled
 
 
 def item_rng(spec: ItemSpec, index: int, draw: int) -> np.random.Generator:
@@ -141,7 +154,10 @@ def sample_item(sample: SynthSample, spec: ItemSpec, rng: np.random.Generator) -
     """The training view of one synthetic sample (see the module docstring for the keys)."""
     noisy_keypoints = sample.noisy_keypoints
     if spec.renoise:
-        noisy_keypoints = perturb_keypoints(sample.keypoints, rng)
+        jitter = JITTER_BESIDE_DETECTOR_NOISE if spec.adds_detector_noise else None
+        noisy_keypoints = perturb_keypoints(sample.keypoints, rng, jitter)
+    if spec.adds_detector_noise:
+        noisy_keypoints = apply_detector_noise(noisy_keypoints, rng, spec.detector_noise)
     out = image_entries(sample.image, sample.camera, _crop_keypoints(spec, sample.keypoints, noisy_keypoints))
     for s in HAND_SIDES:
         occ = sample.occupancy[s]
@@ -336,8 +352,11 @@ class InterHandDataset(_Addressed):
                 )
             )
         self.spec = spec or ItemSpec()
-        if self.spec.renoise:
-            raise DatasetError("renoise draws synthetic keypoint noise; InterHand2.6M items use pred_joints")
+        if self.spec.renoise or self.spec.adds_detector_noise:
+            raise DatasetError(
+                "renoise and detector_noise draw synthetic keypoint noise; "
+                "InterHand2.6M items use pred_joints"
+            )
 
     def __len__(self) -> int:
         return self.length
