@@ -51,6 +51,25 @@ def test_depth_offset_keeps_every_projection(hand):
         dn.slide_along_rays(hand, -float(hand[:, 2].min()) - 0.01)
 
 
+def test_rigid_depth_offset_keeps_size_and_the_wrist_projection(hand):
+    """The measured default: the hand slides rigidly along its wrist's ray; its 2D shrinks
+    about the wrist's projection by z_wrist / (z_wrist + d) (exactly for a flat-on hand)."""
+    moved = dn.slide_along_wrist_ray(hand, 0.12)
+    np.testing.assert_allclose(_bones(moved), _bones(hand), rtol=1e-12)  # rigid
+    assert np.abs(CAMERA.project(moved[0]) - CAMERA.project(hand[0])).max() < 1e-6
+    assert moved[0, 2] - hand[0, 2] == pytest.approx(0.12, abs=1e-12)
+    uv, uv0 = CAMERA.project(moved), CAMERA.project(hand)
+    shrink = np.linalg.norm(uv - uv[0], axis=1)[1:] / np.linalg.norm(uv0 - uv0[0], axis=1)[1:]
+    z = hand[0, 2]
+    assert np.allclose(shrink, z / (z + 0.12), rtol=0.08)
+    noise = only(depth_offset_sd_mm=50.0, depth_offset_keeps_projection=False)
+    rigid = dn.detector_noise_hand(hand, np.random.default_rng(2), noise)
+    np.testing.assert_allclose(_bones(rigid), _bones(hand), rtol=1e-12)
+    exact = dn.detector_noise_hand(hand, np.random.default_rng(2), only(depth_offset_sd_mm=50.0))
+    assert np.abs(CAMERA.project(exact) - CAMERA.project(hand)).max() < 1e-6
+    np.testing.assert_allclose(exact[0, 2], rigid[0, 2], atol=1e-12)  # the same draw
+
+
 def test_scale_about_the_wrist_keeps_bone_ratios_and_projection(hand):
     scaled = dn.scale_about_wrist_along_ray(hand, 1.13)
     ratios = _bones(scaled) / _bones(hand)
@@ -102,7 +121,7 @@ def test_drawn_magnitudes_follow_the_config(hand):
     """Over many draws the depth step, scale and rotation have the configured spread and the
     swaps and collapses their configured rates."""
     rng = np.random.default_rng(0)
-    cfg = only(depth_offset_sd_mm=30.0, swap_prob_per_hand=0.2)
+    cfg = only(depth_offset_sd_mm=30.0, swap_prob_per_hand=0.2, depth_offset_keeps_projection=True)
     draws = [dn.detector_noise_hand(hand, rng, cfg) for _ in range(2000)]
     depth_mm = np.array([(d[0, 2] - hand[0, 2]) * 1000 for d in draws])
     assert abs(depth_mm.std() - 30.0) < 2.0 and abs(depth_mm.mean()) < 2.0
@@ -112,28 +131,33 @@ def test_drawn_magnitudes_follow_the_config(hand):
     logs = [np.log(_bones(dn.detector_noise_hand(hand, rng, scale_only)).sum() / _bones(hand).sum())
             for _ in range(2000)]  # fmt: skip
     assert abs(np.std(logs) - 0.1) < 0.007
-    rotated = dn.detector_noise_hand(hand, rng, only(rotation_out_of_plane_sd_deg=10.0))
+    rotated = dn.detector_noise_hand(hand, rng, only(rotation_in_plane_sd_deg=10.0))
     np.testing.assert_allclose(_bones(rotated), _bones(hand), rtol=1e-9)  # rigid
     np.testing.assert_array_equal(rotated[0], hand[0])  # about the wrist
 
 
-def test_rotation_splits_into_in_plane_and_across_the_ray(hand):
-    """Out-of-plane draws turn the hand about axes across the wrist's ray (the wrist's ray
-    itself is not an axis of theirs), in-plane draws about that ray, each of the set size."""
+def test_rotation_splits_into_in_plane_turns_and_depth_only_tilts(hand):
+    """In-plane draws turn the hand rigidly about the wrist's ray, of the set size; out-of-plane
+    draws (about axes across that ray) change only the depths: the 2D stays, each joint takes
+    the depth it has in the rigidly tilted hand."""
     from core.detect.detector_errors import best_rotation, rotation_vector
 
     rng = np.random.default_rng(3)
     ray = hand[0] / np.linalg.norm(hand[0])
-    for terms, along_rms, across_rms in (({"rotation_in_plane_sd_deg": 6.0}, 6.0, 0.0),
-                                         ({"rotation_out_of_plane_sd_deg": 20.0}, 0.0, 20.0)):  # fmt: skip
-        vecs = []
-        for _ in range(400):
-            moved = dn.detector_noise_hand(hand, rng, only(**terms))
-            vecs.append(np.degrees(rotation_vector(best_rotation(hand - hand[0], moved - moved[0]))))
-        along = np.array([v @ ray for v in vecs])
-        across = np.array([np.linalg.norm(v - (v @ ray) * ray) for v in vecs])
-        assert np.sqrt(np.mean(along**2)) == pytest.approx(along_rms, abs=0.6)
-        assert np.sqrt(np.mean(across**2)) == pytest.approx(across_rms, abs=1.5)
+    vecs = []
+    for _ in range(400):
+        moved = dn.detector_noise_hand(hand, rng, only(rotation_in_plane_sd_deg=6.0))
+        vecs.append(np.degrees(rotation_vector(best_rotation(hand - hand[0], moved - moved[0]))))
+    along = np.array([v @ ray for v in vecs])
+    across = np.array([np.linalg.norm(v - (v @ ray) * ray) for v in vecs])
+    assert np.sqrt(np.mean(along**2)) == pytest.approx(6.0, abs=0.6) and across.max() < 1e-6
+    rotation = dn.rotation_about_ray(hand[0], 0.0, np.deg2rad([25.0, -10.0]))
+    tilted = dn.tilt_depths_about_wrist(hand, rotation)
+    assert np.abs(CAMERA.project(tilted) - CAMERA.project(hand)).max() < 1e-6
+    np.testing.assert_allclose(tilted[:, 2], dn.rotate_about_wrist(hand, rotation)[:, 2], atol=1e-12)
+    assert np.abs(tilted[:, 2] - hand[:, 2]).max() > 0.01  # the relief turned by cm
+    drawn = dn.detector_noise_hand(hand, rng, only(rotation_out_of_plane_sd_deg=30.0))
+    assert np.abs(CAMERA.project(drawn) - CAMERA.project(hand)).max() < 1e-6
 
 
 def test_a_straightened_finger_keeps_its_bone_lengths_in_a_line(hand):

@@ -1,6 +1,6 @@
 """What the detector pipeline (MediaPipe + skeleton fit) leaves wrong, per hand, on synthetic
 renders with known ground truth: the measurements behind network K's detector-like training
-noise (:mod:`core.synth.detector_noise`, docs/training.md).
+noise (:mod:`core.synth.detector_noise`, docs/detection.md).
 
 ``python -m core.detect.detector_errors SYNTH_DIR [--limit N] [--json PATH]`` runs
 :func:`core.detect.pipeline.detect_image` on every ``*.png`` + ``*.npz`` sample written by
@@ -8,7 +8,8 @@ noise (:mod:`core.synth.detector_noise`, docs/training.md).
 hands found with the right side:
 
 * ``depth_offset_mm``: wrist depth error (camera z), detected minus true;
-* ``scale_ratio``: total bone length, detected / true (the hand's size error);
+* ``scale_ratio``: palm size (summed distances from the wrist to the thumb CMC and the four
+  finger MCPs), detected / true: the hand's size error, without the fingers' own errors;
 * ``depth_offset_unexplained_mm``: ``z_det - scale_ratio * z_true`` at the wrist, the depth
   error left after scaling the true hand about the camera centre by ``scale_ratio`` (that
   scaling keeps every projection: a single view cannot tell a big far hand from a small near
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.hand.joints import HAND_SIDES, MANO_PARENTS
+from core.hand.joints import HAND_SIDES
 from core.types import Camera
 
 FINGER_CHAINS = tuple(tuple(range(1 + 4 * f, 5 + 4 * f)) for f in range(5))  # mano order, thumb..pinky
@@ -68,9 +69,10 @@ class HandErrors:
         return self.rotation_deg > GROSS_ROTATION_DEG
 
 
-def bone_length_total(joints: np.ndarray) -> float:
+def palm_size(joints: np.ndarray) -> float:
+    """Summed distances from the wrist to the thumb CMC and the four finger MCPs (metres)."""
     j = np.asarray(joints, dtype=np.float64)
-    return float(sum(np.linalg.norm(j[c] - j[p]) for c, p in enumerate(MANO_PARENTS) if p >= 0))
+    return float(np.linalg.norm(j[list(PALM_JOINTS[1:])] - j[0], axis=1).sum())
 
 
 def best_rotation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -126,7 +128,7 @@ def finger_errors(pred_px: np.ndarray, true_px: np.ndarray) -> tuple[list[tuple[
 def hand_errors(side: str, pred: np.ndarray, true: np.ndarray, camera: Camera) -> HandErrors:
     """The errors of one detected hand ``pred`` against ``true`` ((21, 3) camera frame, metres)."""
     p, t = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
-    scale = bone_length_total(p) / bone_length_total(t)
+    scale = palm_size(p) / palm_size(t)
     pc, tc = (p - p[0]) / scale, t - t[0]
     palm = list(PALM_JOINTS)
     swaps, failed = finger_errors(camera.project(p), camera.project(t))
@@ -197,10 +199,26 @@ def _mean_px(camera: Camera, a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(camera.project(a) - camera.project(b), axis=1).mean())
 
 
-def measure_folder(folder: str | Path, limit: int | None = None) -> tuple[list[HandErrors], int, int]:
+SIMULATIONS = ("jitter", "training")
+
+
+def simulated_detection(keypoints, rng: np.random.Generator, simulate: str, noise=None):
+    """K's training input instead of a detection: ``"jitter"`` = the jitter of
+    :mod:`core.synth.noise` alone (K's noise before the detector-like terms), ``"training"`` =
+    that with ``noise`` (default: the default :class:`~core.synth.detector_noise.DetectorNoise`)."""
+    from core.synth.detector_noise import DetectorNoise, training_noise
+
+    if simulate not in SIMULATIONS:
+        raise ValueError(f"simulate must be one of {SIMULATIONS}, got {simulate!r}")
+    return training_noise(keypoints, rng, (noise or DetectorNoise()) if simulate == "training" else None)
+
+
+def measure_folder(folder: str | Path, limit: int | None = None,
+                   simulate: str | None = None) -> tuple[list[HandErrors], int, int]:
     """Detect (MediaPipe + the default skeleton lifting) on each synthetic sample of
-    ``folder``; returns the errors of the hands found on their true side, the number of true
-    hands and the number of hands found with the wrong side."""
+    ``folder``, or with ``simulate`` apply K's training noise to its truth (see
+    :func:`simulated_detection`); returns the errors of the hands found on their true side,
+    the number of true hands and the number of hands found with the wrong side."""
     from core.detect.pipeline import detect_image
     from core.synth.samples import load_sample
 
@@ -212,7 +230,10 @@ def measure_folder(folder: str | Path, limit: int | None = None) -> tuple[list[H
     hands, n_true, wrong = [], 0, 0
     for path in files:
         sample = load_sample(path)
-        found = detect_image(sample.image, sample.camera).keypoints
+        if simulate:
+            found = simulated_detection(sample.keypoints, np.random.default_rng(int(sample.seed)), simulate)
+        else:
+            found = detect_image(sample.image, sample.camera).keypoints
         for side in HAND_SIDES:
             true = sample.keypoints.hand(side)
             n_true += true is not None
@@ -255,12 +276,14 @@ def main(argv: list[str] | None = None) -> int:
                         "--interhand an InterHand2.6M sample folder")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--interhand", action="store_true", help="FOLDER holds InterHand2.6M frames")
+    parser.add_argument("--simulate", choices=SIMULATIONS, default=None,
+                        help="measure K's training noise on the samples' truth instead of the detector")
     parser.add_argument("--json", default=None, help="also write the summary and every hand here")
     args = parser.parse_args(argv)
     if args.interhand:
         hands, n_true, wrong = measure_interhand(args.folder)
     else:
-        hands, n_true, wrong = measure_folder(args.folder, args.limit)
+        hands, n_true, wrong = measure_folder(args.folder, args.limit, args.simulate)
     summary = summarise(hands, n_true, wrong)
     print(json.dumps(summary, indent=2))
     if args.json:

@@ -34,17 +34,11 @@ import torch
 from core.engine.image_input import crop_for_keypoints, make_network_crop
 from core.errors import InputError
 from core.hand.joints import HAND_SIDES, MANO_WRIST
-from core.synth.detector_noise import DetectorNoise, apply_detector_noise
-from core.synth.noise import KeypointNoise, perturb_keypoints
+from core.synth.detector_noise import DetectorNoise, apply_detector_noise, training_noise
 from core.synth.samples import OccupancySamples, SynthConfig, SynthSample, generate_sample, surface_points
 from core.types import Camera, HandMesh, TwoHandKeypoints
 
 ANCHOR_NOISE_MM = 2.0  # jitter of anchors sampled on the ground-truth surface (see sample_anchors)
-# With the detector-like terms on, the jitter keeps its per-joint and per-finger terms and
-# leaves the whole-hand ones (rotation, scale, depth offset, swaps) to them, at their measured sizes.
-JITTER_BESIDE_DETECTOR_NOISE = KeypointNoise(
-    hand_rotation_deg=0.0, hand_scale=0.0, depth_offset_m=0.0, swap_prob=0.0
-)
 
 
 class DatasetError(InputError):
@@ -152,12 +146,12 @@ def _crop_keypoints(spec: ItemSpec, gt: TwoHandKeypoints, noisy: TwoHandKeypoint
 
 def sample_item(sample: SynthSample, spec: ItemSpec, rng: np.random.Generator) -> dict[str, torch.Tensor]:
     """The training view of one synthetic sample (see the module docstring for the keys)."""
-    noisy_keypoints = sample.noisy_keypoints
-    if spec.renoise:
-        jitter = JITTER_BESIDE_DETECTOR_NOISE if spec.adds_detector_noise else None
-        noisy_keypoints = perturb_keypoints(sample.keypoints, rng, jitter)
-    if spec.adds_detector_noise:
-        noisy_keypoints = apply_detector_noise(noisy_keypoints, rng, spec.detector_noise)
+    if spec.renoise:  # fresh jitter (+ detector-like terms) from the truth
+        noisy_keypoints = training_noise(sample.keypoints, rng, spec.detector_noise)
+    elif spec.adds_detector_noise:  # detector-like terms on top of the stored noisy keypoints
+        noisy_keypoints = apply_detector_noise(sample.noisy_keypoints, rng, spec.detector_noise)
+    else:
+        noisy_keypoints = sample.noisy_keypoints
     out = image_entries(sample.image, sample.camera, _crop_keypoints(spec, sample.keypoints, noisy_keypoints))
     for s in HAND_SIDES:
         occ = sample.occupancy[s]

@@ -52,7 +52,7 @@ class KptsOptions:
     # Detector-like keypoint errors on synthetic data, beside the jitter (ours; on by default
     # from issue #13 on): whole-hand depth offset and scale along the camera ray, rotation,
     # swapped and collapsed fingers; magnitudes measured on the detector pipeline
-    # (core.synth.detector_noise.DetectorNoise, docs/training.md "Detector-like keypoint
+    # (core.synth.detector_noise.DetectorNoise, docs/detection.md "Detector-like keypoint
     # noise"). A JSON object of DetectorNoise's keys; {"enabled": false} switches it off.
     # InterHand2.6M data (real detections) never gets it.
     detector_noise: DetectorNoise = field(default_factory=DetectorNoise)
