@@ -64,7 +64,8 @@ def test_renoise_draws_fresh_noise_per_draw(data_dir):
 
 
 def test_cached_features_match_the_encoder_and_give_the_same_loss(data_dir, tmp_path):
-    recipe, net = _recipe(data_dir, tmp_path, dropout=0.0)
+    # the stored noisy keypoints on both sides (the detector-like noise draws other ones)
+    recipe, net = _recipe(data_dir, tmp_path, dropout=0.0, detector_noise={"enabled": False})
     images = SynthFolderDataset(data_dir, ItemSpec(points_per_hand=1, crop_with="noisy"))
     folder = build_feature_cache(net, images, tmp_path / "cache", batch_size=1)
     assert cache_matches(folder, net, 2)
@@ -155,7 +156,8 @@ def test_cached_encoder_maps_give_the_image_loss_and_train_the_projection(data_d
     applies img_proj_layer with gradients: same loss as from the images, and it learns."""
     from core.training.feature_cache import MAPS_KEY
 
-    recipe, net = _recipe(data_dir, tmp_path, dropout=0.0, feature_cache="fc", cache_encoder_maps=True)
+    recipe, net = _recipe(data_dir, tmp_path, dropout=0.0, feature_cache="fc", cache_encoder_maps=True,
+                          detector_noise={"enabled": False})  # the stored noisy keypoints on both sides
     assert id(net.img_proj_layer.weight) in {id(p) for p in recipe.trainable(net)}
     with torch.no_grad():  # the identity start zeroes the image attention's output: wake it up
         for layer in net.gcn_layers:

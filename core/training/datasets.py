@@ -34,7 +34,7 @@ import torch
 from core.engine.image_input import crop_for_keypoints, make_network_crop
 from core.errors import InputError
 from core.hand.joints import HAND_SIDES, MANO_WRIST
-from core.synth.noise import perturb_keypoints
+from core.synth.detector_noise import DetectorNoise, apply_detector_noise, training_noise
 from core.synth.samples import OccupancySamples, SynthConfig, SynthSample, generate_sample, surface_points
 from core.types import Camera, HandMesh, TwoHandKeypoints
 
@@ -61,6 +61,13 @@ class ItemSpec:
     # Synthetic sources only: draw fresh detector-like noisy keypoints for every (index, draw)
     # instead of the stored ones (ours, for K: one stored draw per sample is memorised fast).
     renoise: bool = False
+    # Synthetic sources only: detector-like errors (core.synth.detector_noise) added to the
+    # noisy keypoints of every (index, draw), after the jitter (ours, for K).
+    detector_noise: DetectorNoise | None = None
+
+    @property
+    def adds_detector_noise(self) -> bool:
+        return self.detector_noise is not None and self.detector_noise.enabled
 
 
 def item_rng(spec: ItemSpec, index: int, draw: int) -> np.random.Generator:
@@ -139,9 +146,12 @@ def _crop_keypoints(spec: ItemSpec, gt: TwoHandKeypoints, noisy: TwoHandKeypoint
 
 def sample_item(sample: SynthSample, spec: ItemSpec, rng: np.random.Generator) -> dict[str, torch.Tensor]:
     """The training view of one synthetic sample (see the module docstring for the keys)."""
-    noisy_keypoints = sample.noisy_keypoints
-    if spec.renoise:
-        noisy_keypoints = perturb_keypoints(sample.keypoints, rng)
+    if spec.renoise:  # fresh jitter (+ detector-like terms) from the truth
+        noisy_keypoints = training_noise(sample.keypoints, rng, spec.detector_noise)
+    elif spec.adds_detector_noise:  # detector-like terms on top of the stored noisy keypoints
+        noisy_keypoints = apply_detector_noise(sample.noisy_keypoints, rng, spec.detector_noise)
+    else:
+        noisy_keypoints = sample.noisy_keypoints
     out = image_entries(sample.image, sample.camera, _crop_keypoints(spec, sample.keypoints, noisy_keypoints))
     for s in HAND_SIDES:
         occ = sample.occupancy[s]
@@ -336,8 +346,11 @@ class InterHandDataset(_Addressed):
                 )
             )
         self.spec = spec or ItemSpec()
-        if self.spec.renoise:
-            raise DatasetError("renoise draws synthetic keypoint noise; InterHand2.6M items use pred_joints")
+        if self.spec.renoise or self.spec.adds_detector_noise:
+            raise DatasetError(
+                "renoise and detector_noise draw synthetic keypoint noise; "
+                "InterHand2.6M items use pred_joints"
+            )
 
     def __len__(self) -> int:
         return self.length

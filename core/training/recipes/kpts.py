@@ -6,7 +6,7 @@ hands)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ from core.hand.joints import HALO_MIDDLE_MCP, HAND_SIDES
 from core.models.init_occ import init_weights_official
 from core.models.kpts_ref import KeypointRefiner
 from core.models.registry import load_network
+from core.synth.detector_noise import DetectorNoise
 from core.training import losses
 from core.training.datasets import ItemSpec
 from core.training.netconfigs import kpts_ref_config
@@ -52,8 +53,24 @@ class KptsOptions:
     # average its noise against its neighbours) or "directed" (the reference's parent->child
     # matrix, with which each joint only sees its descendants; see core.models.gcn)
     kpts_graph: str = "undirected"
+    # Detector-like keypoint errors on synthetic data, beside the jitter (ours; on by default
+    # from issue #13 on): whole-hand depth offset and scale along the camera ray, rotation,
+    # swapped and collapsed fingers; magnitudes measured on the detector pipeline
+    # (core.synth.detector_noise.DetectorNoise, docs/detection.md "Detector-like keypoint
+    # noise"). A JSON object of DetectorNoise's keys; {"enabled": false} switches it off.
+    # InterHand2.6M data (real detections) never gets it.
+    detector_noise: DetectorNoise = field(default_factory=DetectorNoise)
 
     def __post_init__(self) -> None:
+        if isinstance(self.detector_noise, dict):
+            try:
+                object.__setattr__(self, "detector_noise", DetectorNoise.from_dict(self.detector_noise))
+            except (TypeError, ValueError) as exc:
+                raise TrainConfigError(f"kpts options: {exc}") from None
+        elif not isinstance(self.detector_noise, DetectorNoise):
+            raise TrainConfigError(
+                f"detector_noise must be an object of DetectorNoise keys, got {self.detector_noise!r}"
+            )
         if self.kpts_loss not in ("mse", "mpjpe"):
             raise TrainConfigError(f"kpts_loss must be 'mse' or 'mpjpe', got {self.kpts_loss!r}")
         if self.kpts_graph not in ("directed", "undirected"):
@@ -120,10 +137,14 @@ class KptsRecipe(Recipe):
 
     def item_spec(self) -> ItemSpec:
         # K sees the crop the engine makes around the keypoints it is given (the noisy ones).
+        # Real detections (InterHand2.6M) already carry the detector's errors.
+        synthetic = not (isinstance(self.cfg.data, dict) and self.cfg.data.get("kind") == "interhand")
+        noise = self.opts.detector_noise if synthetic and self.opts.detector_noise.enabled else None
         if self.opts.feature_cache:  # the crops' feature maps come from the cache
             return ItemSpec(points_per_hand=1, seed=self.cfg.seed, crop_with="none", needs_image=False,
-                            renoise=self.opts.renoise)  # fmt: skip
-        return ItemSpec(points_per_hand=1, seed=self.cfg.seed, crop_with="noisy", renoise=self.opts.renoise)
+                            renoise=self.opts.renoise, detector_noise=noise)  # fmt: skip
+        return ItemSpec(points_per_hand=1, seed=self.cfg.seed, crop_with="noisy", renoise=self.opts.renoise,
+                        detector_noise=noise)  # fmt: skip
 
     def prepare_dataset(self, dataset, model, device):
         """With ``feature_cache``: items carry the cached (projected or pre-projection) map of
