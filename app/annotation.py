@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from core.hand.joints import HAND_SIDES, NUM_JOINTS
+from core.hand.mirror import mirror_if_left
 from core.types import Camera, TwoHandKeypoints
 
 KEYPOINT_SETS = ("detected", "edited", "refined")
@@ -154,9 +155,7 @@ def template_hand(side: str) -> np.ndarray:
         direction /= np.linalg.norm(direction)
         for k, length in enumerate(lengths):
             joints[base + k + 1] = joints[base + k] + direction * length
-    if side == "left":
-        joints[:, 0] *= -1.0
-    return joints
+    return mirror_if_left(joints, side)
 
 
 def place_template_hand(side: str, camera: Camera, other_hand_cam_m: np.ndarray | None) -> np.ndarray:

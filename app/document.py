@@ -571,14 +571,3 @@ def _user_edit(ann: FrameAnnotation) -> FrameAnnotation:
     out.reviewed = False
     out.no_hands = False
     return out
-
-
-def hand_joint_label(side: str, joint: int) -> str:
-    from core.hand.joints import MANO_JOINT_NAMES
-
-    return f"{side} {MANO_JOINT_NAMES[joint]}"
-
-
-def all_hand_joints():
-    """(side, joint) pairs in display order."""
-    return [(s, j) for s in HAND_SIDES for j in range(NUM_JOINTS)]

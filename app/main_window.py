@@ -976,9 +976,3 @@ class MainWindow(QMainWindow):
                 QTimer.singleShot(100, check)
 
         QTimer.singleShot(100, check)
-
-
-def uv_of(window: MainWindow, side: str, joint: int) -> np.ndarray:
-    """Pixel position of a keypoint according to the document (for tests and tools)."""
-    kps = window.doc.active_keypoints()
-    return window.doc.camera_for_frame().project(kps.hand(side)[joint])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import traceback
 from dataclasses import dataclass
 
 from PySide6.QtCore import QRectF, QSize, Qt, Signal
@@ -318,10 +317,6 @@ class ErrorPanel(QWidget):
         self.list.scrollToBottom()
         self.errorAdded.emit(entry)
         return entry
-
-    def add_exception(self, title: str, exc: BaseException) -> ErrorEntry:
-        details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        return self.add_error(title, str(exc) or type(exc).__name__, details)
 
     def entries(self) -> list[ErrorEntry]:
         return list(self._entries)

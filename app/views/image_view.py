@@ -233,9 +233,6 @@ class ImageView(QGraphicsView):
                 handle.setVisible(self._present[side] and self._show_keypoints)
             self._skeletons[side].setVisible(self._show_keypoints)
 
-    def keypoints_shown(self) -> bool:
-        return self._show_keypoints
-
     def set_selected_hand(self, side: str | None) -> None:
         self._selected_hand = side
         self._style_handles()
@@ -377,7 +374,3 @@ class ImageView(QGraphicsView):
         if self.itemAt(event.position().toPoint()) in (None, self._pixmap_item):
             self.fit()
         super().mouseDoubleClickEvent(event)
-
-    def scene_to_viewport(self, u: float, v: float):
-        """Viewport position of pixel (u, v) -- used by tests to drive drags."""
-        return self.mapFromScene(QPointF(u, v))

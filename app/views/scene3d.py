@@ -393,10 +393,6 @@ class Scene3DView(QWidget):
             raise ValueError(f"unknown layer {layer!r}")
         self.render()
 
-    def toggle_layer(self, layer: str) -> bool:
-        self.set_layer_shown(layer, not self.shown[layer])
-        return self.shown[layer]
-
     def reset_view(self) -> None:
         """Look through the photo's camera (origin, +z forward, -y up), as the image does."""
         if self.closed:

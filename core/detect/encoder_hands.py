@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from core.geometry.crop import CropTransform, crop_around_points, crop_image
+from core.geometry.crop import CropTransform, crop_image
 from core.hand.joints import HAND_SIDES
 from core.models.heatmap_readout import heatmap_peaks
 from core.models.image_encoder import normalize_image
@@ -96,15 +96,3 @@ def read_hands_in_crop(
             side, joints_px, peak[sl].astype(np.float64), fraction, on_mask, concentration, present
         )
     return hands
-
-
-def crop_for_box(points_px: np.ndarray, widen: float = 1.0) -> CropTransform:
-    """The network's crop around image points (e.g. a found hand's landmarks, or the corners
-    of a box), widened ``widen`` times so that a second hand beside it fits in."""
-    crop = crop_around_points(points_px)
-    if widen == 1.0:
-        return crop
-    centre = np.asarray(crop.origin_px) + crop.side_in_image_px / 2
-    half = crop.side_in_image_px * widen / 2
-    origin = (float(centre[0] - half), float(centre[1] - half))
-    return CropTransform(origin, crop.size / (2 * half), crop.size)

@@ -136,12 +136,6 @@ def lift_frames(detected: list[DetectedFrame], lifting: str = DEFAULT_METHOD, sn
     return out
 
 
-def detect_frames(frames: list[InterHandFrame], detector, snap_to_2d: bool | None = None,
-                  ray_correction: bool = True, lifting: str = DEFAULT_METHOD) -> list[DetectedFrame]:
-    """Run ``detector`` + lifting on each frame, with the frame's true camera."""
-    return lift_frames(run_detector(frames, detector), lifting, snap_to_2d, ray_correction)
-
-
 def score_keypoints(frame: InterHandFrame, keypoints: TwoHandKeypoints, views_tried: int = 0,
                     seconds: float = 0.0) -> FrameResult:
     """Per annotated hand: found, MPJPE after wrist alignment, wrist error; and the MRRPE."""
@@ -166,18 +160,6 @@ def score_keypoints(frame: InterHandFrame, keypoints: TwoHandKeypoints, views_tr
 
 def score_frames(lifted: list[DetectedFrame]) -> list[FrameResult]:
     return [score_keypoints(d.frame, d.keypoints, d.views_tried, d.seconds) for d in lifted]
-
-
-def evaluate_frames(frames: list[InterHandFrame], detector, snap_to_2d: bool | None = None,
-                    ray_correction: bool = True, refine=None,
-                    lifting: str = DEFAULT_METHOD) -> list[FrameResult]:
-    """Run ``detector`` + lifting (+ optional ``refine(TwoHandKeypoints, image, camera)``)
-    on each frame, with the frame's true camera, and score the keypoints."""
-    results = []
-    for d in detect_frames(frames, detector, snap_to_2d, ray_correction, lifting):
-        kp = d.keypoints if refine is None else refine(d.keypoints, d.image_rgb, d.frame.camera)
-        results.append(score_keypoints(d.frame, kp, d.views_tried, d.seconds))
-    return results
 
 
 def lifting_summary(results: list[FrameResult]) -> dict:

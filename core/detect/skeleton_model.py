@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from core.detect import hand_prior as P
+from core.hand.mirror import mirror_if_left
 
 NUM_PARAMS = 48
 ROT, POS, SCALE, BONES, ANGLES, CUP = slice(0, 3), slice(3, 6), 6, slice(7, 27), slice(27, 47), 47
@@ -124,11 +125,7 @@ def local_joints(params: np.ndarray, side: str) -> np.ndarray:
     joints[:, 1::4] = bases
     for k in range(3):
         joints[:, 2 + k::4] = chain[:, :, k]
-    if side == "left":
-        joints[..., 0] = -joints[..., 0]
-    elif side != "right":
-        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
-    return joints
+    return mirror_if_left(joints, side)
 
 
 def camera_joints(params: np.ndarray, side: str) -> np.ndarray:
@@ -145,9 +142,7 @@ def angles_from_directions(local_joints_m: np.ndarray, side: str) -> np.ndarray:
     """(21, 3) joints in the hand frame (any scale) -> (5, 4) joint angles (radians, no cupping)
     whose chains point along the same bone directions: the inverse of the finger chains,
     clipped to the joint limits. NaN joints leave that finger's angles at 0."""
-    X = np.array(local_joints_m, dtype=np.float64)
-    if side == "left":
-        X[:, 0] = -X[:, 0]
+    X = mirror_if_left(np.array(local_joints_m, dtype=np.float64), side)
     angles = np.zeros((5, 4))
     for f, base in enumerate(BASE_JOINTS):
         d = X[base + 1:base + 4] - X[base:base + 3]

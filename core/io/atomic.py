@@ -11,7 +11,7 @@ import contextlib
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 _TMP_PATTERN = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp$")
@@ -99,10 +99,3 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     return write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def write_with_atomic(path: str | Path, writer: Callable[[Path], object]) -> Path:
-    """Call ``writer(temporary_path)`` and rename the result onto ``path`` atomically."""
-    with atomic_path(path) as tmp:
-        writer(tmp)
-    return Path(path)
