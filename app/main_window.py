@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QToolButton,
 )
 
-from app.annotation import VISIBILITY_NAMES
+from app.annotation import NOT_ANNOTATED, VISIBILITY_NAMES, frame_state
 from app.controller import ReconstructionController, make_engine_settings
 from app.detect_all import DetectAllResult, DetectAllWorker, DetectProgress
 from app.document import Document
@@ -338,7 +338,9 @@ class MainWindow(QMainWindow):
         if self.doc.media is None:
             hint = "Open an image, a video or an image folder: Ctrl+O.   Shortcuts: F1."
         elif self.doc.active_keypoints() is None or not self.doc.active_keypoints().present_sides():
-            hint = ("No hands on this frame: press Ctrl+D to detect them (Ctrl+Shift+D: all frames), "
+            annotated = frame_state(self.doc.frames.get(self.doc.current_frame)) != NOT_ANNOTATED
+            first = "No hands on this frame" if annotated else "This frame is not annotated yet"
+            hint = (f"{first}: press Ctrl+D to detect hands (Ctrl+Shift+D: all frames), "
                     "Ctrl+L to load keypoints, or Edit > Add left/right hand.")  # fmt: skip
         else:
             hint = ""

@@ -13,6 +13,7 @@ from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 from test_app_fakes import FakeEngine
 from test_app_gui import drag, make_window, wait_final, write_sample
+from test_app_session import shoot
 
 from app.annotation import EDITED, INTERPOLATED, NOT_ANNOTATED, OCCLUDED, OUTSIDE, REVIEWED, VISIBLE
 from app.colors import STATE_COLORS
@@ -91,6 +92,7 @@ def test_review_keys_counter_timeline_and_interpolation(folder_window, qtbot):
     assert timeline_color(window, 3) == STATE_COLORS[REVIEWED]
     assert timeline_color(window, 2) == STATE_COLORS[INTERPOLATED]
     assert timeline_color(window, 1) == STATE_COLORS[EDITED]
+    shoot(window.frame_strip, "timeline_six_frames.png")
     QTest.keyClick(window, Qt.Key.Key_R)
     QTest.keyClick(window, Qt.Key.Key_R)  # R again reopens the frame
     assert not doc.annotation(4).reviewed
@@ -184,6 +186,8 @@ def test_refined_ghosts_are_drawn_and_accepted_per_hand(opened, qtbot):
     doc.set_refined(0, refined)
     window._refresh_keypoints()
     assert not window.image_view.ghost_path("left").isEmpty()
+    window.image_view.fit()
+    shoot(window.image_view, "k_ghosts.png")
     window._accept_refined_hand("left")
     np.testing.assert_allclose(doc.active_keypoints().left, refined.left)
     np.testing.assert_allclose(doc.active_keypoints().right, active.right)
@@ -215,12 +219,13 @@ def test_help_sheet_hints_and_one_meaning_per_key(qtbot, tmp_path, monkeypatch):
     QTest.keyClick(window, Qt.Key.Key_F1)
     dialog = window.help_dialog
     assert dialog is not None and dialog.isVisible()
+    shoot(dialog, "help_sheet.png")
     rows = dict((what, key) for key, what in dialog.rows())
     assert rows["Cycle joint visibility (visible, occluded, outside)"] == "V"
     assert rows["Show joints (keypoints)"] == "J" and rows["Accept refiner's keypoints"] == "A"
     image_path, _ = write_sample(tmp_path)
     window.open_path(image_path)
-    assert "Ctrl+D" in window.image_view.hint()
+    assert "Ctrl+D" in window.image_view.hint() and "not annotated yet" in window.image_view.hint()
     assert window.doc.frame_states() == [NOT_ANNOTATED]
 
 

@@ -191,7 +191,10 @@ def test_video_annotation_session(qtbot, tmp_path, monkeypatch):
         QTest.keyClick(window, Qt.Key.Key_N)
     qtbot.waitUntil(lambda: window.review_label.text() == f"reviewed {b - a + 1} / {total}")
     assert doc.frame_states()[a:b + 1] == [REVIEWED] * (b - a + 1)
-    shoot(window, "session_window.png")
+    if SHOTS:  # a reviewed, interpolated frame with its hands
+        doc.set_current_frame((a + b) // 2)
+        qtbot.waitUntil(lambda: not window.controller.pending() and not window.scene_view.render_pending)
+        shoot(window, "session_window.png")
     shoot(window.frame_strip, "timeline_states.png")
     # 6. save, reopen, export
     assert window.save_as(tmp_path / "session")
