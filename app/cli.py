@@ -27,6 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exit", action="store_true", help="quit after --screenshot (headless checks)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the reconstruction")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
+    parser.add_argument(
+        "--timings", action="store_true",
+        help="print when each stage reached the screen (to compare with `main.py reconstruct`)",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,10 +65,13 @@ def _run_window(app, window, args: argparse.Namespace) -> int:
     if overrides:
         window.settings_panel.set_settings({**window.settings_panel.settings(), **overrides})
     window.show()
+    clock = _StageClock(window) if args.timings else None
     if args.open:
         window.open_path(args.open)
     if args.keypoints:
         window.load_keypoints(args.keypoints)
+    if clock is not None:
+        clock.started()
     exit_code = {"value": 0}
 
     if args.screenshot:
@@ -73,6 +80,8 @@ def _run_window(app, window, args: argparse.Namespace) -> int:
             if not ok:
                 print(f"error: no final reconstruction within {args.timeout:.0f} s", file=sys.stderr)
                 exit_code["value"] = 1
+            if clock is not None:
+                print(clock.report(), flush=True)
             if not window.save_screenshot(args.screenshot):
                 exit_code["value"] = 1
             for entry in window.error_panel.entries():
@@ -85,3 +94,36 @@ def _run_window(app, window, args: argparse.Namespace) -> int:
         window.when_idle(shoot, args.timeout)
     rc = app.exec()
     return exit_code["value"] or rc
+
+
+class _StageClock:
+    """When the engine became ready and each stage reached the screen, in seconds of wall time
+    from the keypoints' load (the request waits for the engine when it loads later)."""
+
+    def __init__(self, window):
+        import time
+
+        self._now = time.perf_counter
+        self._window = window
+        self._t0 = self._now()
+        self._engine_s: float | None = None
+        self.shown: list[tuple[str, float, float, dict]] = []  # stage, on screen, worker, timings
+        window.worker.engineReady.connect(lambda _info: setattr(self, "_engine_s", self._now()))
+        window.controller.stageShown.connect(self._on_stage)
+
+    def started(self) -> None:
+        self._t0 = self._now()
+
+    def _on_stage(self, result) -> None:
+        rec = result.reconstruction
+        self.shown.append((rec.stage, self._now(), result.elapsed_s, dict(rec.timings_s)))
+
+    def report(self) -> str:
+        start = max(self._t0, self._engine_s or self._t0)
+        parts = [f"{stage} on screen {at - start:.2f} s (worker {worker:.2f} s)"
+                 for stage, at, worker, _ in self.shown]  # fmt: skip
+        engine = "" if self._engine_s is None else f"; engine ready {self._engine_s - self._t0:+.2f} s"
+        final = next((t for stage, _a, _w, t in reversed(self.shown) if stage == "final"), {})
+        stages = ", ".join(f"{k} {v:.2f}" for k, v in final.items())
+        shown = "; ".join(parts) or "no stage shown"
+        return f"app timings: {shown}{engine}; final's engine timings (s): {stages}"

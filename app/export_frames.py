@@ -59,11 +59,14 @@ def write_frame_images(media: FrameSource, frames: list[ExportFrame], folder: Pa
 
 
 def mesh_job_frames(frames: list[ExportFrame], media: FrameSource):
-    """Lazily decoded frames for :func:`core.io.frame_meshes.export_frame_meshes`."""
+    """The frames for :func:`core.io.frame_meshes.export_frame_meshes`, each decoded when its
+    turn comes."""
     from core.io.frame_meshes import MeshJobFrame
 
-    for frame in frames:
-        yield MeshJobFrame(frame.index, Path(frame.image).stem, media.frame_rgb(frame.index), frame.keypoints)
+    def loader(index: int):
+        return lambda: media.frame_rgb(index)
+
+    return [MeshJobFrame(f.index, Path(f.image).stem, loader(f.index), f.keypoints) for f in frames]
 
 
 @contextmanager
@@ -93,7 +96,7 @@ def export_project_meshes(source: str | Path, out: str | Path, only_reviewed: bo
     if not is_project_path(source):
         raise InputError(f"{source}: mesh export needs a project (its media holds the images)")
     with project_frames(Path(source), only_reviewed) as (media, frames, camera):
-        engine = Engine(weights, device=device)
+        engines = []  # loaded at the first frame, after every frame's folder was checked
         settings = ReconstructionSettings(resolution=resolution, preview_resolution=min(64, resolution),
                                           device=device)  # fmt: skip
 
@@ -101,10 +104,14 @@ def export_project_meshes(source: str | Path, out: str | Path, only_reviewed: bo
             print(f"  meshes {done}/{total}", flush=True)
 
         def reconstruct(image, keypoints):
-            return engine.reconstruct(image, camera, keypoints, settings)
+            if not engines:
+                engines.append(Engine(weights, device=device))
+            return engines[0].reconstruct(image, camera, keypoints, settings)
 
-        jobs = mesh_job_frames(frames, media)
-        return export_frame_meshes(reconstruct, jobs, len(frames), out, fmt, progress)
+        result = export_frame_meshes(reconstruct, mesh_job_frames(frames, media), out, fmt, progress)
+        if result.empty_frames:
+            print(f"  no mesh (both hands empty) for frame(s) {', '.join(map(str, result.empty_frames))}")
+        return result.written
 
 
 def export_file(source: str | Path, fmt: str, out: str | Path, only_reviewed: bool = False,

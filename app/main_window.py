@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QToolButton,
 )
 
-from app.annotation import VISIBILITY_NAMES
+from app.annotation import NOT_ANNOTATED, VISIBILITY_NAMES, frame_state
 from app.controller import ReconstructionController, make_engine_settings
 from app.detect_all import DetectAllResult, DetectAllWorker, DetectProgress
 from app.document import Document
@@ -94,7 +94,7 @@ class MainWindow(QMainWindow):
         self._background_tasks = set()
         self.detect_all_worker: DetectAllWorker | None = None
         self.last_detect_all: DetectAllResult | None = None
-        self.last_mesh_export = None  # list of written paths, or the exception
+        self.last_mesh_export = None  # FrameMeshExport, or the exception
         self.help_dialog: HelpDialog | None = None
         self._states_timer = QTimer(self)  # coalesces timeline / counter updates
         self._states_timer.setSingleShot(True)
@@ -338,7 +338,9 @@ class MainWindow(QMainWindow):
         if self.doc.media is None:
             hint = "Open an image, a video or an image folder: Ctrl+O.   Shortcuts: F1."
         elif self.doc.active_keypoints() is None or not self.doc.active_keypoints().present_sides():
-            hint = ("No hands on this frame: press Ctrl+D to detect them (Ctrl+Shift+D: all frames), "
+            annotated = frame_state(self.doc.frames.get(self.doc.current_frame)) != NOT_ANNOTATED
+            first = "No hands on this frame" if annotated else "This frame is not annotated yet"
+            hint = (f"{first}: press Ctrl+D to detect hands (Ctrl+Shift+D: all frames), "
                     "Ctrl+L to load keypoints, or Edit > Add left/right hand.")  # fmt: skip
         else:
             hint = ""
@@ -723,7 +725,8 @@ class MainWindow(QMainWindow):
     def export_all_meshes(self, out_dir: str | Path, only_reviewed: bool = False) -> bool:
         """Reconstruct every annotated (or reviewed) frame into ``out_dir/<frame>/`` in the
         worker thread, with progress and a stop button; the result lands in
-        :attr:`last_mesh_export` (written paths, or the exception)."""
+        :attr:`last_mesh_export` (a :class:`core.io.frame_meshes.FrameMeshExport`, or the
+        exception). Each frame's folder is replaced whole (never half-written)."""
         from app.export_frames import document_camera, export_frames, mesh_job_frames
         from app.media import open_media
         from core.io.frame_meshes import export_frame_meshes
@@ -736,7 +739,9 @@ class MainWindow(QMainWindow):
             self.report_error("Export meshes", "no annotated frames to export")
             return False
         camera = document_camera(self.doc.camera, self.doc.media)
-        settings = self.controller._settings_factory(self.settings_panel.settings())
+        values = self.settings_panel.settings()
+        # The final only: a preview per frame would be computed and thrown away.
+        settings = self.controller._settings_factory({**values, "preview_resolution": values["resolution"]})
         media_path = self.doc.media.path
 
         def job(engine, should_cancel, progress):
@@ -746,8 +751,8 @@ class MainWindow(QMainWindow):
 
             media = open_media(media_path)  # this thread's own decoder
             try:
-                return export_frame_meshes(reconstruct, mesh_job_frames(frames, media), len(frames), out_dir,
-                                           "ply", progress, should_cancel)  # fmt: skip
+                return export_frame_meshes(reconstruct, mesh_job_frames(frames, media), out_dir, "ply",
+                                           progress, should_cancel)  # fmt: skip
             finally:
                 media.close()
 
@@ -771,8 +776,11 @@ class MainWindow(QMainWindow):
         self.last_mesh_export = result
         if isinstance(result, BaseException):
             self.report_error("Export meshes", str(result) or type(result).__name__)
-        else:
-            self.statusBar().showMessage(f"wrote {len(result)} mesh files", 6000)
+            return
+        empty = ", ".join(map(str, result.empty_frames))
+        empty = f"; no mesh (both hands empty) for frame(s) {empty}" if empty else ""
+        stopped = "stopped: " if result.cancelled else ""
+        self.statusBar().showMessage(f"{stopped}wrote {len(result.written)} mesh files{empty}", 8000)
 
     def export_annotations(self, fmt: str, path: str | Path, only_reviewed: bool = False,
                            write_images: bool = False) -> list[Path]:  # fmt: skip

@@ -7,12 +7,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from PySide6.QtCore import QPointF, Qt
-from PySide6.QtGui import QColor, QWheelEvent
+from PySide6.QtCore import QEvent, QPointF, Qt
+from PySide6.QtGui import QColor, QMouseEvent, QWheelEvent
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 from test_app_fakes import FakeEngine
 from test_app_gui import drag, make_window, wait_final, write_sample
+from test_app_session import shoot
 
 from app.annotation import EDITED, INTERPOLATED, NOT_ANNOTATED, OCCLUDED, OUTSIDE, REVIEWED, VISIBLE
 from app.colors import STATE_COLORS
@@ -91,6 +92,7 @@ def test_review_keys_counter_timeline_and_interpolation(folder_window, qtbot):
     assert timeline_color(window, 3) == STATE_COLORS[REVIEWED]
     assert timeline_color(window, 2) == STATE_COLORS[INTERPOLATED]
     assert timeline_color(window, 1) == STATE_COLORS[EDITED]
+    shoot(window.frame_strip, "timeline_six_frames.png")
     QTest.keyClick(window, Qt.Key.Key_R)
     QTest.keyClick(window, Qt.Key.Key_R)  # R again reopens the frame
     assert not doc.annotation(4).reviewed
@@ -141,12 +143,23 @@ def test_hand_scale_edits_and_depth_wheel(opened, qtbot):
     assert np.allclose(ratio, ratio[0], atol=1e-9) and 1.1 < ratio[0] < 1.3  # rotation + uniform scale
     np.testing.assert_allclose(turned[0], moved[0], atol=1e-12)  # about the wrist
     z = doc.active_keypoints().right[12][2]
+    uv_before = view.handle_pixel("right", 12)
     pos = view.mapFromScene(QPointF(*view.handle_pixel("right", 12)))
     wheel = QWheelEvent(QPointF(pos), QPointF(view.viewport().mapToGlobal(pos)), QPointF(0, 0).toPoint(),
                         QPointF(0, 120).toPoint(), Qt.MouseButton.NoButton, Qt.KeyboardModifier.ShiftModifier,
                         Qt.ScrollPhase.NoScrollPhase, False)  # fmt: skip
     QApplication.sendEvent(view.viewport(), wheel)
     assert doc.active_keypoints().right[12][2] == pytest.approx(z + 0.005)
+    np.testing.assert_allclose(doc.camera_for_frame().project(doc.active_keypoints().right[12]), uv_before,
+                               atol=1e-9)  # along the ray: the pixel stays put  # fmt: skip
+    for _ in range(3):  # wheel towards the user: nearer, 5 mm a notch
+        QApplication.sendEvent(view.viewport(), QWheelEvent(
+            QPointF(pos), QPointF(view.viewport().mapToGlobal(pos)), QPointF(0, 0).toPoint(),
+            QPointF(0, -120).toPoint(), Qt.MouseButton.NoButton, Qt.KeyboardModifier.ShiftModifier,
+            Qt.ScrollPhase.NoScrollPhase, False))  # fmt: skip
+    assert doc.active_keypoints().right[12][2] == pytest.approx(z - 0.010)
+    QTest.keySequence(window, "Ctrl+Z")  # the wheel steps on one joint merge into one undo step
+    assert doc.active_keypoints().right[12][2] == pytest.approx(z)
     wait_final(qtbot, window)
 
 
@@ -173,6 +186,8 @@ def test_refined_ghosts_are_drawn_and_accepted_per_hand(opened, qtbot):
     doc.set_refined(0, refined)
     window._refresh_keypoints()
     assert not window.image_view.ghost_path("left").isEmpty()
+    window.image_view.fit()
+    shoot(window.image_view, "k_ghosts.png")
     window._accept_refined_hand("left")
     np.testing.assert_allclose(doc.active_keypoints().left, refined.left)
     np.testing.assert_allclose(doc.active_keypoints().right, active.right)
@@ -204,12 +219,13 @@ def test_help_sheet_hints_and_one_meaning_per_key(qtbot, tmp_path, monkeypatch):
     QTest.keyClick(window, Qt.Key.Key_F1)
     dialog = window.help_dialog
     assert dialog is not None and dialog.isVisible()
+    shoot(dialog, "help_sheet.png")
     rows = dict((what, key) for key, what in dialog.rows())
     assert rows["Cycle joint visibility (visible, occluded, outside)"] == "V"
     assert rows["Show joints (keypoints)"] == "J" and rows["Accept refiner's keypoints"] == "A"
     image_path, _ = write_sample(tmp_path)
     window.open_path(image_path)
-    assert "Ctrl+D" in window.image_view.hint()
+    assert "Ctrl+D" in window.image_view.hint() and "not annotated yet" in window.image_view.hint()
     assert window.doc.frame_states() == [NOT_ANNOTATED]
 
 
@@ -222,12 +238,74 @@ def test_meshes_of_every_frame_with_progress(folder_window, qtbot, tmp_path):
     window.worker.jobProgress.connect(lambda done, total: progress.append((done, total)))
     assert window.export_all_meshes(tmp_path / "meshes")
     qtbot.waitUntil(lambda: window.last_mesh_export is not None, timeout=20_000)
-    written = window.last_mesh_export
+    written = window.last_mesh_export.written
     assert sorted({p.parent.name for p in written}) == ["f0", "f1", "f2"]
-    assert {p.name for p in written} >= {"left.ply", "right.ply"}
+    assert {p.name for p in written} >= {"left.ply", "right.ply", "manifest.json"}
+    assert sorted(p.name for p in (tmp_path / "meshes").iterdir()) == ["f0", "f1", "f2"]  # nothing staged
     assert progress[-1] == (3, 3) and not window.detect_progress.isVisible()
     window.last_mesh_export = None
     assert window.export_all_meshes(tmp_path / "reviewed", only_reviewed=True)
     qtbot.waitUntil(lambda: window.last_mesh_export is not None, timeout=20_000)
-    assert {p.parent.name for p in window.last_mesh_export} == {"f1"}
+    assert {p.parent.name for p in window.last_mesh_export.written} == {"f1"}
+    wait_final(qtbot, window)
+
+
+def display_point(window, xyz: np.ndarray) -> QPointF:
+    """Where the 3D view shows camera-frame point ``xyz``, in the interactor widget's Qt
+    coordinates (VTK's display y points up)."""
+    renderer = window.scene_view.plotter.renderer
+    renderer.SetWorldPoint(*map(float, xyz), 1.0)
+    renderer.WorldToDisplay()
+    x, y, _ = renderer.GetDisplayPoint()
+    widget = window.scene_view.plotter
+    scale = widget.devicePixelRatioF()
+    return QPointF(x / scale, widget.height() - 1 - y / scale)
+
+
+def drag_3d(window, start: QPointF, end: QPointF, modifiers, steps: int = 5) -> None:
+    """A left-button drag on the 3D view through Qt events, as a user makes it: the sphere
+    widget under the press picks it up and moves in the view plane."""
+    widget = window.scene_view.plotter
+    QTest.mousePress(widget, Qt.MouseButton.LeftButton, modifiers, start.toPoint())
+    for k in range(1, steps + 1):
+        p = start + (end - start) * (k / steps)
+        event = QMouseEvent(QEvent.Type.MouseMove, p, widget.mapToGlobal(p), Qt.MouseButton.NoButton,
+                            Qt.MouseButton.LeftButton, modifiers)  # fmt: skip
+        QApplication.sendEvent(widget, event)
+    QTest.mouseRelease(widget, Qt.MouseButton.LeftButton, modifiers, end.toPoint())
+
+
+def test_hand_scale_drags_in_the_3d_view(opened, qtbot):
+    """Shift+drag of a 3D handle moves the whole hand; Ctrl+drag turns and scales it about the
+    wrist; each drag is one undo step."""
+    window, _ = opened
+    doc = window.doc
+    window.scene_view.render_now()
+    before = doc.active_keypoints().right.copy()
+    left = doc.active_keypoints().left.copy()
+    start = display_point(window, before[12])
+    drag_3d(window, start, start + QPointF(30, -20), Qt.KeyboardModifier.ShiftModifier)
+    moved = doc.active_keypoints().right
+    shift = moved - before
+    assert np.linalg.norm(shift[0]) > 0.005, "the drag did not reach the handle"
+    assert np.abs(shift - shift[0]).max() < 1e-9  # every joint by the same vector: rigid
+    assert abs(shift[0] @ (before[12] / np.linalg.norm(before[12]))) < 0.2 * np.linalg.norm(shift[0])
+    np.testing.assert_array_equal(doc.active_keypoints().left, left)
+    np.testing.assert_allclose(window.scene_view.keypoints.handle_center("right", 5), moved[5], atol=1e-6)
+    QTest.keySequence(window, "Ctrl+Z")  # one drag, one step
+    np.testing.assert_allclose(doc.active_keypoints().right, before, atol=1e-12)
+    window.scene_view.render_now()
+
+    wrist = before[0]
+    start = display_point(window, before[12])
+    end = display_point(window, wrist) + (start - display_point(window, wrist)) * 1.25  # farther out
+    drag_3d(window, start, end, Qt.KeyboardModifier.ControlModifier)
+    turned = doc.active_keypoints().right
+    ratio = bone_lengths(turned) / bone_lengths(before)
+    assert np.allclose(ratio, ratio[0], atol=1e-9) and 1.1 < ratio[0] < 1.4  # uniform scale
+    np.testing.assert_allclose(turned[0], wrist, atol=1e-12)  # about the wrist
+    grabbed = window.scene_view.keypoints.handle_center("right", 12)
+    np.testing.assert_allclose(turned[12], grabbed, atol=1e-9)  # the grabbed joint under the mouse
+    QTest.keySequence(window, "Ctrl+Z")
+    np.testing.assert_allclose(doc.active_keypoints().right, before, atol=1e-12)
     wait_final(qtbot, window)
