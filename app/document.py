@@ -21,6 +21,7 @@ from app.annotation import (
     VISIBILITY_NAMES,
     VISIBLE,
     FrameAnnotation,
+    confidence_after_edit,
     fit_template_in_box,
     frame_state,
     place_template_hand,
@@ -216,10 +217,11 @@ class Document(QObject):
     def set_detected_keypoints(
         self, keypoints_by_frame: dict[int, TwoHandKeypoints], camera: Camera | None = None,
         visibility_by_frame: dict[int, np.ndarray] | None = None, text: str = "Load keypoints",
-        keep_user_work: bool = False,
+        keep_user_work: bool = False, confidence_by_frame: dict[int, np.ndarray | None] | None = None,
     ) -> int:  # fmt: skip
-        """Replace the detected set of frames (dropping their edits), optionally the camera
-        and the (2, 21) joint visibility (codes, or booleans of older files). A frame whose
+        """Replace the detected set of frames (dropping their edits), optionally the camera,
+        the (2, 21) joint visibility (codes, or booleans of older files) and the (2, 21)
+        detector confidence (NaN: none; frames not in it: none). A frame whose
         keypoints hold no hand is marked "no hands". ``keep_user_work``: frames the user
         edited or reviewed are left alone. Returns the number of frames changed."""
         after = {}
@@ -232,6 +234,8 @@ class Document(QObject):
             ann.refined = None
             ann.interpolated = ann.reviewed = False
             ann.no_hands = not kps.present_sides()
+            conf = (confidence_by_frame or {}).get(index)
+            ann.confidence = None if conf is None else np.asarray(conf, np.float64).reshape(2, NUM_JOINTS)
             if visibility_by_frame and index in visibility_by_frame:
                 rows = np.asarray(visibility_by_frame[index]).reshape(2, NUM_JOINTS)
                 ann.visibility = visibility_from_bools(rows) if rows.dtype == bool else rows.astype(np.int8)
@@ -243,7 +247,9 @@ class Document(QObject):
     def set_active_hand(self, index: int, side: str, joints_cam_m: np.ndarray | None, text: str,
                         merge_key=None) -> None:  # fmt: skip
         ann = _user_edit(self.annotation(index))
+        before = None if ann.active() is None else ann.active().hand(side)
         ann.edited = with_hand(ann.active(), side, joints_cam_m)
+        ann.confidence = confidence_after_edit(ann.confidence, side, before, ann.edited.hand(side))
         self._push(text, {index: ann}, merge_key=merge_key)
 
     def transform_hand(self, index: int, side: str, rotation=None, scale: float = 1.0, translation=None,
@@ -323,6 +329,7 @@ class Document(QObject):
         ann.edited = swapped(ann.edited)
         ann.refined = swapped(ann.refined)
         ann.visibility = ann.visibility[::-1].copy()
+        ann.confidence = None if ann.confidence is None else ann.confidence[::-1].copy()
         self._push("Swap left/right", {index: ann})
 
     def accept_refined(self, index: int | None = None) -> bool:
@@ -412,6 +419,7 @@ class Document(QObject):
         ann = _user_edit(self.annotation(index + 1))
         ann.edited = source.active().copy()
         ann.visibility = source.visibility.copy()
+        ann.confidence = None if source.confidence is None else source.confidence.copy()
         self._push(f"Copy frame {index} to {index + 1}", {index + 1: ann})
         self.set_current_frame(index + 1)
         return True

@@ -352,13 +352,14 @@ class MainWindow(QMainWindow):
             hand = None if kps is None else kps.hand(side)
             uv[side] = None if hand is None or camera is None else camera.project(hand)
         ann = self.doc.annotation()
-        self.image_view.set_keypoints(uv, ann.visibility)
+        weak = ann.weak_joints()
+        self.image_view.set_keypoints(uv, ann.visibility, weak)
         ghosts = {}
         for side in HAND_SIDES:
             hand = None if ann.refined is None else ann.refined.hand(side)
             ghosts[side] = None if hand is None or camera is None else camera.project(hand)
         self.image_view.set_ghosts(ghosts)
-        self.scene_view.show_keypoints(kps, camera, ann.visibility)
+        self.scene_view.show_keypoints(kps, camera, ann.visibility, weak)
         self._refresh_hint()
 
     def _update_frame_strip(self) -> None:
@@ -636,18 +637,22 @@ class MainWindow(QMainWindow):
             return
         frame = self.doc.current_frame
         self.statusBar().showMessage("detecting hands…")
-        from app.detection import detect_keypoints
+        from app.detection import detect_hands
 
-        def done(keypoints) -> None:
+        def done(found) -> None:
             self._background_tasks.discard(task)
-            self.doc.set_detected_keypoints({frame: keypoints}, text="Detect hands")
-            self.statusBar().showMessage(f"detected: {', '.join(keypoints.present_sides())}", 4000)
+            self.doc.set_detected_keypoints({frame: found.keypoints}, text="Detect hands",
+                                            confidence_by_frame={frame: found.confidence})  # fmt: skip
+            weak = self.doc.annotation(frame).weak_joints().sum()
+            note = f"; {weak} weak joints (red rings)" if weak else ""
+            sides = ", ".join(found.keypoints.present_sides())
+            self.statusBar().showMessage(f"detected: {sides}{note}", 4000)
 
         def failed(exc) -> None:
             self._background_tasks.discard(task)
             self.report_error("Detect", str(exc) or type(exc).__name__)
 
-        task = run_in_background(lambda: detect_keypoints(image, camera), done, failed)
+        task = run_in_background(lambda: detect_hands(image, camera), done, failed)
         self._background_tasks.add(task)
 
     def detect_all_frames(self, every: int = 1) -> bool:
@@ -713,7 +718,8 @@ class MainWindow(QMainWindow):
         if result.error:
             self.report_error("Detect all frames", result.error, result.details)
         changed = self.doc.set_detected_keypoints(result.keypoints, text="Detect all frames",
-                                                  keep_user_work=True)  # fmt: skip
+                                                  keep_user_work=True,
+                                                  confidence_by_frame=result.confidence)  # fmt: skip
         hands = sum(len(k.present_sides()) for k in result.keypoints.values())
         self.statusBar().showMessage(
             f"{'stopped: ' if result.cancelled else ''}{len(result.keypoints)} frames detected "

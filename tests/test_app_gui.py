@@ -389,10 +389,12 @@ def test_detect_action_fills_the_frame_and_is_undoable(opened, qtbot, monkeypatc
     calls = []
 
     def fake_detect(image_rgb, camera):
-        calls.append(image_rgb.shape)
-        return detected
+        from app.detection import DetectedFrame
 
-    monkeypatch.setattr("app.detection.detect_keypoints", fake_detect)
+        calls.append(image_rgb.shape)
+        return DetectedFrame(detected, None)
+
+    monkeypatch.setattr("app.detection.detect_hands", fake_detect)
     undo_count = window.doc.undo_stack.count()
     QTest.keySequence(window, "Ctrl+D")
     qtbot.waitUntil(lambda: window.doc.undo_stack.count() == undo_count + 1, timeout=5000)
@@ -406,7 +408,7 @@ def test_detect_action_fills_the_frame_and_is_undoable(opened, qtbot, monkeypatc
 
         raise NoHandsFound("no hand found in this frame")
 
-    monkeypatch.setattr("app.detection.detect_keypoints", nothing_found)
+    monkeypatch.setattr("app.detection.detect_hands", nothing_found)
     window.detect_current_frame()
     qtbot.waitUntil(lambda: bool(window.error_panel.entries()), timeout=5000)
     assert window.error_panel.entries()[-1].title == "Detect"
