@@ -136,15 +136,18 @@ def confidence_rows(by_side: dict[str, np.ndarray] | None) -> np.ndarray | None:
 
 
 def confidence_after_edit(confidence: np.ndarray | None, side: str, before: np.ndarray | None,
-                          after: np.ndarray | None) -> np.ndarray | None:
+                          after: np.ndarray | None, touched=None) -> np.ndarray | None:
     """The joints of ``side`` that an edit moved (or a hand added / removed) lose their
-    detector confidence (NaN): the user has placed them."""
+    detector confidence (NaN): the user has placed them. ``touched``: only these joints
+    (an edit that refits the whole hand around the one joint the user dragged)."""
     if confidence is None:
         return None
     out = confidence.copy()
     row = side_row(side)
     if before is None or after is None:
         out[row] = np.nan
+    elif touched is not None:
+        out[row, list(touched)] = np.nan
     else:
         moved = np.linalg.norm(np.asarray(after) - np.asarray(before), axis=1) > 1e-9
         out[row, moved] = np.nan

@@ -245,11 +245,14 @@ class Document(QObject):
         return len(after)
 
     def set_active_hand(self, index: int, side: str, joints_cam_m: np.ndarray | None, text: str,
-                        merge_key=None) -> None:  # fmt: skip
+                        merge_key=None, touched_joints=None) -> None:  # fmt: skip
+        """Replace one hand; the joints it moves (or only ``touched_joints``) lose their
+        detector confidence."""
         ann = _user_edit(self.annotation(index))
         before = None if ann.active() is None else ann.active().hand(side)
         ann.edited = with_hand(ann.active(), side, joints_cam_m)
-        ann.confidence = confidence_after_edit(ann.confidence, side, before, ann.edited.hand(side))
+        ann.confidence = confidence_after_edit(ann.confidence, side, before, ann.edited.hand(side),
+                                               touched_joints)  # fmt: skip
         self._push(text, {index: ann}, merge_key=merge_key)
 
     def transform_hand(self, index: int, side: str, rotation=None, scale: float = 1.0, translation=None,
@@ -289,13 +292,23 @@ class Document(QObject):
         self.set_active_hand(index, side, joints, name, merge_key=merge_key)
         return True
 
-    def move_keypoint_2d(self, index: int, side: str, joint: int, uv_px, merge_key=None) -> bool:
-        """Move one joint to pixel ``uv_px`` along its camera ray, keeping its depth."""
+    def move_keypoint_2d(self, index: int, side: str, joint: int, uv_px, merge_key=None,
+                         skeleton_fit: bool = False) -> bool:  # fmt: skip
+        """Move one joint to pixel ``uv_px`` along its camera ray, keeping its depth; with
+        ``skeleton_fit`` the whole hand is refitted instead (the joint lands on ``uv_px``, the
+        bone lengths stay plausible, :func:`core.detect.edit_fit.hand_after_2d_drag`)."""
         active = self.active_keypoints(index)
         hand = None if active is None else active.hand(side)
         camera = self.camera_for_frame(index)
         if hand is None or camera is None:
             return False
+        if skeleton_fit:
+            from core.detect.edit_fit import hand_after_2d_drag
+
+            fitted = hand_after_2d_drag(side, hand, camera, joint, uv_px).joints_m
+            self.set_active_hand(index, side, fitted, f"Move {side} joint {joint} (skeleton fit)",
+                                 merge_key=merge_key, touched_joints=[joint])  # fmt: skip
+            return True
         depth_m = float(hand[joint][2])
         point = camera.backproject(np.asarray(uv_px, dtype=np.float64), np.array(depth_m))
         return self.move_keypoint_3d(index, side, joint, point, merge_key=merge_key)
@@ -363,14 +376,21 @@ class Document(QObject):
         self.set_active_hand(index, side, place_template_hand(side, camera, other), f"Add {side} hand")
         return True
 
-    def add_hand_in_box(self, side: str, box_px, index: int | None = None) -> bool:
+    def add_hand_in_box(self, side: str, box_px, index: int | None = None,
+                        skeleton_fit: bool = False) -> bool:  # fmt: skip
         """Place (or replace) a template hand fitted to a box the user dragged (raises
-        ValueError for a box too small)."""
+        ValueError for a box too small); with ``skeleton_fit`` a hand of the anthropometric
+        prior's size and proportions (:func:`core.detect.edit_fit.hand_in_box`)."""
         index = self.current_frame if index is None else index
         camera = self.camera_for_frame(index)
         if camera is None:
             return False
-        self.set_active_hand(index, side, fit_template_in_box(side, camera, box_px), f"Add {side} hand")
+        joints = fit_template_in_box(side, camera, box_px)  # checks the box's size
+        if skeleton_fit:
+            from core.detect.edit_fit import hand_in_box
+
+            joints = hand_in_box(side, camera, box_px).joints_m
+        self.set_active_hand(index, side, joints, f"Add {side} hand")
         return True
 
     def remove_hand(self, side: str, index: int | None = None) -> None:

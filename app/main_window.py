@@ -201,7 +201,7 @@ class MainWindow(QMainWindow):
         self.help_action = a("&Keyboard and mouse…", self.show_help, ["F1"], help_menu)
 
         for action in (self.detect_action, self.detect_all_action, self.add_left_action,
-                       self.add_right_action, self.accept_refined_action,
+                       self.add_right_action, self.skeleton_fit_action, self.accept_refined_action,
                        self.reconstruct_action):  # fmt: skip
             self.settings_panel.add_tool_button(action)
 
@@ -247,6 +247,13 @@ class MainWindow(QMainWindow):
         self.add_left_action = a("Add &left hand", lambda: self._add_hand("left"), [], edit)
         self.add_right_action = a("Add &right hand", lambda: self._add_hand("right"), [], edit)
         self.remove_hand_action = a("Remove selected hand", self._remove_selected_hand, ["Del"], edit)
+        self.skeleton_fit_action = a(
+            "Keep bone lengths &plausible (skeleton fit)", lambda _on: None, [], edit,
+            "Add hand and 2D joint drags refit the hand's skeleton with the anthropometric prior; "
+            "off: the template and single-joint moves",
+        )  # fmt: skip
+        self.skeleton_fit_action.setCheckable(True)
+        self.skeleton_fit_action.setChecked(True)
         self.visibility_action = a("Cycle joint &visibility (visible, occluded, outside)",
                                    self.cycle_selected_joint_visibility, ["V"], edit)  # fmt: skip
         edit.addSeparator()
@@ -282,6 +289,9 @@ class MainWindow(QMainWindow):
         doc.projectPathChanged.connect(lambda _p: self._update_title())
         doc.autosaved.connect(lambda p: self.statusBar().showMessage(f"autosaved to {p}", 3000))
         self.image_view.keypointDragged.connect(self._on_2d_drag)
+        # The dragged handle follows the mouse; at the end it shows where the edit put the joint
+        # (the skeleton fit lands it within a pixel, not exactly).
+        self.image_view.dragFinished.connect(lambda *_: self._refresh_keypoints())
         self.image_view.jointVisibilityToggled.connect(self._cycle_joint_visibility)
         self.image_view.jointDepthStepped.connect(self._step_joint_depth)
         self.image_view.boxDrawn.connect(self._on_box_drawn)
@@ -412,7 +422,8 @@ class MainWindow(QMainWindow):
         ctrl = bool(modifiers & Qt.KeyboardModifier.ControlModifier)
         frame, key = self.doc.current_frame, ("2d", drag_id)
         if not (shift or ctrl):
-            self.doc.move_keypoint_2d(frame, side, joint, (u, v), merge_key=key)
+            self.doc.move_keypoint_2d(frame, side, joint, (u, v), merge_key=key,
+                                      skeleton_fit=self.skeleton_fit_action.isChecked())  # fmt: skip
             return
         hand = self.doc.active_keypoints(frame).hand(side)
         camera = self.doc.camera_for_frame(frame)
@@ -513,7 +524,8 @@ class MainWindow(QMainWindow):
 
     def _on_box_drawn(self, side: str, u0: float, v0: float, u1: float, v1: float) -> None:
         try:
-            self.doc.add_hand_in_box(side, (u0, v0, u1, v1))
+            fit = self.skeleton_fit_action.isChecked()
+            self.doc.add_hand_in_box(side, (u0, v0, u1, v1), skeleton_fit=fit)
         except ValueError as exc:
             self.statusBar().showMessage(str(exc), 5000)
 

@@ -118,6 +118,7 @@ def test_opening_the_sample_reconstructs_both_meshes_into_the_viewport(opened):
 
 def test_dragging_a_2d_keypoint_moves_it_in_3d_requeues_and_undo_restores(opened, qtbot):
     window, engine = opened
+    window.skeleton_fit_action.setChecked(False)  # one joint moves (the fit: test_app_edit_fit_gui.py)
     doc = window.doc
     before = doc.active_keypoints().right.copy()
     start_uv = window.image_view.handle_pixel("right", 8)
