@@ -11,8 +11,15 @@ The *active* set, the one reconstructed and edited, is ``edited`` if present, el
 Review bookkeeping per frame: ``interpolated`` (``edited`` holds a pose interpolated between
 keyframes, not the user's own), ``reviewed`` (the annotator signed the frame off) and
 ``no_hands`` (someone looked: there is no hand). :func:`frame_state` turns these into the
-one state the timeline shows. Joint visibility has three states with COCO's codes:
-2 visible, 1 occluded (labelled, not seen), 0 outside the image.
+one state the timeline shows.
+
+``confidence`` (2, 21), rows left, right, or None: the detector's per-joint confidence in [0, 1]
+(the skeleton fit's residual x the detector's score, :mod:`core.detect.skeleton_fit`); NaN =
+no confidence (a joint the user placed or moved: a person has looked at it). Joints below
+:data:`WEAK_JOINT_CONFIDENCE` are *weak*: the views colour them so the annotator looks there first.
+
+Joint visibility has three states with COCO's codes: 2 visible, 1 occluded (labelled, not
+seen), 0 outside the image.
 """
 
 from __future__ import annotations
@@ -37,6 +44,10 @@ NOT_ANNOTATED, NO_HANDS, DETECTED, INTERPOLATED, EDITED, REVIEWED = (
 )  # fmt: skip
 FRAME_STATES = (NOT_ANNOTATED, NO_HANDS, DETECTED, INTERPOLATED, EDITED, REVIEWED)
 
+# A joint whose confidence is below this is flagged. 0.5 = a reprojection residual of about
+# 2.5 noise sigmas with a confident detector (skeleton_fit.joint_confidence).
+WEAK_JOINT_CONFIDENCE = 0.5
+
 
 def _all_visible() -> np.ndarray:
     return np.full((len(HAND_SIDES), NUM_JOINTS), VISIBLE, dtype=np.int8)
@@ -56,6 +67,7 @@ class FrameAnnotation:
     interpolated: bool = False
     reviewed: bool = False
     no_hands: bool = False
+    confidence: np.ndarray | None = None  # (2, 21) float, NaN = none (see the module docstring)
 
     @property
     def visible(self) -> np.ndarray:
@@ -69,6 +81,13 @@ class FrameAnnotation:
         """Edited by the user (not interpolated): the poses interpolation starts from."""
         return self.edited is not None and not self.interpolated
 
+    def weak_joints(self) -> np.ndarray:
+        """(2, 21) bool: joints whose detector confidence is below :data:`WEAK_JOINT_CONFIDENCE`."""
+        if self.confidence is None:
+            return np.zeros((len(HAND_SIDES), NUM_JOINTS), dtype=bool)
+        with np.errstate(invalid="ignore"):
+            return np.asarray(self.confidence < WEAK_JOINT_CONFIDENCE)
+
     def copy(self) -> FrameAnnotation:
         def dup(k: TwoHandKeypoints | None) -> TwoHandKeypoints | None:
             return None if k is None else k.copy()
@@ -76,6 +95,7 @@ class FrameAnnotation:
         return FrameAnnotation(
             dup(self.detected), dup(self.edited), dup(self.refined), self.visibility.copy(),
             self.interpolated, self.reviewed, self.no_hands,
+            None if self.confidence is None else self.confidence.copy(),
         )  # fmt: skip
 
     def is_empty(self) -> bool:
@@ -104,6 +124,35 @@ def frame_state(ann: FrameAnnotation | None) -> str:
     if ann.no_hands or active is not None:
         return NO_HANDS
     return NOT_ANNOTATED
+
+
+def confidence_rows(by_side: dict[str, np.ndarray] | None) -> np.ndarray | None:
+    """{side: (21,) confidence} (sides not given: NaN) -> (2, 21) rows, or None if empty."""
+    if not by_side:
+        return None
+    rows = np.full((len(HAND_SIDES), NUM_JOINTS), np.nan)
+    for side, values in by_side.items():
+        rows[side_row(side)] = np.asarray(values, dtype=np.float64).reshape(NUM_JOINTS)
+    return rows
+
+
+def confidence_after_edit(confidence: np.ndarray | None, side: str, before: np.ndarray | None,
+                          after: np.ndarray | None, touched=None) -> np.ndarray | None:
+    """The joints of ``side`` that an edit moved (or a hand added / removed) lose their
+    detector confidence (NaN): the user has placed them. ``touched``: only these joints
+    (an edit that refits the whole hand around the one joint the user dragged)."""
+    if confidence is None:
+        return None
+    out = confidence.copy()
+    row = side_row(side)
+    if before is None or after is None:
+        out[row] = np.nan
+    elif touched is not None:
+        out[row, list(touched)] = np.nan
+    else:
+        moved = np.linalg.norm(np.asarray(after) - np.asarray(before), axis=1) > 1e-9
+        out[row, moved] = np.nan
+    return None if np.isnan(out).all() else out
 
 
 def side_row(side: str) -> int:

@@ -17,6 +17,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from PySide6.QtCore import QThread, Signal
 
 from app.worker import _lower_this_thread_priority
@@ -48,6 +49,7 @@ class DetectProgress:
 @dataclass
 class DetectAllResult:
     keypoints: dict[int, TwoHandKeypoints] = field(default_factory=dict)  # frame -> hands (maybe none)
+    confidence: dict[int, np.ndarray | None] = field(default_factory=dict)  # frame -> (2, 21) or None
     frames_total: int = 0
     elapsed_s: float = 0.0
     cancelled: bool = False
@@ -96,9 +98,9 @@ class DetectAllWorker(QThread):
         self.finishedDetecting.emit(result)
 
     def _detect(self, result: DetectAllResult, start: float) -> None:
+        from app.detection import detect_frame
         from app.media import open_media
         from core.detect.detector import MediaPipeHandDetector
-        from core.detect.pipeline import detect_image
         from core.detect.smoothing import TwoHandSmoother
 
         source = open_media(self.media_path)
@@ -117,8 +119,10 @@ class DetectAllWorker(QThread):
                 for done, index in enumerate(indices, start=1):
                     if self.cancelled():
                         return
-                    detected = detect_image(source.frame_rgb(index), self.camera, detector).keypoints
+                    found = detect_frame(source.frame_rgb(index), self.camera, detector)
+                    detected = found.keypoints
                     result.keypoints[index] = smoother(detected, index / fps) if video else detected
+                    result.confidence[index] = found.confidence
                     now = time.perf_counter()
                     if now - last_report >= PROGRESS_INTERVAL_S or done == len(indices):
                         last_report = now

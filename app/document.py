@@ -21,6 +21,7 @@ from app.annotation import (
     VISIBILITY_NAMES,
     VISIBLE,
     FrameAnnotation,
+    confidence_after_edit,
     fit_template_in_box,
     frame_state,
     place_template_hand,
@@ -216,10 +217,11 @@ class Document(QObject):
     def set_detected_keypoints(
         self, keypoints_by_frame: dict[int, TwoHandKeypoints], camera: Camera | None = None,
         visibility_by_frame: dict[int, np.ndarray] | None = None, text: str = "Load keypoints",
-        keep_user_work: bool = False,
+        keep_user_work: bool = False, confidence_by_frame: dict[int, np.ndarray | None] | None = None,
     ) -> int:  # fmt: skip
-        """Replace the detected set of frames (dropping their edits), optionally the camera
-        and the (2, 21) joint visibility (codes, or booleans of older files). A frame whose
+        """Replace the detected set of frames (dropping their edits), optionally the camera,
+        the (2, 21) joint visibility (codes, or booleans of older files) and the (2, 21)
+        detector confidence (NaN: none; frames not in it: none). A frame whose
         keypoints hold no hand is marked "no hands". ``keep_user_work``: frames the user
         edited or reviewed are left alone. Returns the number of frames changed."""
         after = {}
@@ -232,6 +234,8 @@ class Document(QObject):
             ann.refined = None
             ann.interpolated = ann.reviewed = False
             ann.no_hands = not kps.present_sides()
+            conf = (confidence_by_frame or {}).get(index)
+            ann.confidence = None if conf is None else np.asarray(conf, np.float64).reshape(2, NUM_JOINTS)
             if visibility_by_frame and index in visibility_by_frame:
                 rows = np.asarray(visibility_by_frame[index]).reshape(2, NUM_JOINTS)
                 ann.visibility = visibility_from_bools(rows) if rows.dtype == bool else rows.astype(np.int8)
@@ -241,9 +245,14 @@ class Document(QObject):
         return len(after)
 
     def set_active_hand(self, index: int, side: str, joints_cam_m: np.ndarray | None, text: str,
-                        merge_key=None) -> None:  # fmt: skip
+                        merge_key=None, touched_joints=None) -> None:  # fmt: skip
+        """Replace one hand; the joints it moves (or only ``touched_joints``) lose their
+        detector confidence."""
         ann = _user_edit(self.annotation(index))
+        before = None if ann.active() is None else ann.active().hand(side)
         ann.edited = with_hand(ann.active(), side, joints_cam_m)
+        ann.confidence = confidence_after_edit(ann.confidence, side, before, ann.edited.hand(side),
+                                               touched_joints)  # fmt: skip
         self._push(text, {index: ann}, merge_key=merge_key)
 
     def transform_hand(self, index: int, side: str, rotation=None, scale: float = 1.0, translation=None,
@@ -283,13 +292,23 @@ class Document(QObject):
         self.set_active_hand(index, side, joints, name, merge_key=merge_key)
         return True
 
-    def move_keypoint_2d(self, index: int, side: str, joint: int, uv_px, merge_key=None) -> bool:
-        """Move one joint to pixel ``uv_px`` along its camera ray, keeping its depth."""
+    def move_keypoint_2d(self, index: int, side: str, joint: int, uv_px, merge_key=None,
+                         skeleton_fit: bool = False) -> bool:  # fmt: skip
+        """Move one joint to pixel ``uv_px`` along its camera ray, keeping its depth; with
+        ``skeleton_fit`` the whole hand is refitted instead (the joint lands on ``uv_px``, the
+        bone lengths stay plausible, :func:`core.detect.edit_fit.hand_after_2d_drag`)."""
         active = self.active_keypoints(index)
         hand = None if active is None else active.hand(side)
         camera = self.camera_for_frame(index)
         if hand is None or camera is None:
             return False
+        if skeleton_fit:
+            from core.detect.edit_fit import hand_after_2d_drag
+
+            fitted = hand_after_2d_drag(side, hand, camera, joint, uv_px).joints_m
+            self.set_active_hand(index, side, fitted, f"Move {side} joint {joint} (skeleton fit)",
+                                 merge_key=merge_key, touched_joints=[joint])  # fmt: skip
+            return True
         depth_m = float(hand[joint][2])
         point = camera.backproject(np.asarray(uv_px, dtype=np.float64), np.array(depth_m))
         return self.move_keypoint_3d(index, side, joint, point, merge_key=merge_key)
@@ -323,6 +342,7 @@ class Document(QObject):
         ann.edited = swapped(ann.edited)
         ann.refined = swapped(ann.refined)
         ann.visibility = ann.visibility[::-1].copy()
+        ann.confidence = None if ann.confidence is None else ann.confidence[::-1].copy()
         self._push("Swap left/right", {index: ann})
 
     def accept_refined(self, index: int | None = None) -> bool:
@@ -356,14 +376,21 @@ class Document(QObject):
         self.set_active_hand(index, side, place_template_hand(side, camera, other), f"Add {side} hand")
         return True
 
-    def add_hand_in_box(self, side: str, box_px, index: int | None = None) -> bool:
+    def add_hand_in_box(self, side: str, box_px, index: int | None = None,
+                        skeleton_fit: bool = False) -> bool:  # fmt: skip
         """Place (or replace) a template hand fitted to a box the user dragged (raises
-        ValueError for a box too small)."""
+        ValueError for a box too small); with ``skeleton_fit`` a hand of the anthropometric
+        prior's size and proportions (:func:`core.detect.edit_fit.hand_in_box`)."""
         index = self.current_frame if index is None else index
         camera = self.camera_for_frame(index)
         if camera is None:
             return False
-        self.set_active_hand(index, side, fit_template_in_box(side, camera, box_px), f"Add {side} hand")
+        joints = fit_template_in_box(side, camera, box_px)  # checks the box's size
+        if skeleton_fit:
+            from core.detect.edit_fit import hand_in_box
+
+            joints = hand_in_box(side, camera, box_px).joints_m
+        self.set_active_hand(index, side, joints, f"Add {side} hand")
         return True
 
     def remove_hand(self, side: str, index: int | None = None) -> None:
@@ -412,6 +439,7 @@ class Document(QObject):
         ann = _user_edit(self.annotation(index + 1))
         ann.edited = source.active().copy()
         ann.visibility = source.visibility.copy()
+        ann.confidence = None if source.confidence is None else source.confidence.copy()
         self._push(f"Copy frame {index} to {index + 1}", {index + 1: ann})
         self.set_current_frame(index + 1)
         return True

@@ -9,7 +9,8 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QDialog, QHeaderView, QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout
 
 MOUSE_HELP = (
-    ("Drag a joint (2D or 3D)", "move that joint (2D: along its camera ray, depth kept)"),
+    ("Drag a joint (2D or 3D)", "move that joint (2D: along its camera ray, depth kept; with Edit > Keep "
+                                "bone lengths plausible the 2D drag refits the hand's skeleton)"),
     ("Shift + drag a joint", "move the whole hand"),
     ("Ctrl + drag a joint", "turn and scale the whole hand about its wrist"),
     ("Shift + wheel on a joint (2D)", "move the joint nearer / farther (5 mm a step)"),
@@ -18,6 +19,7 @@ MOUSE_HELP = (
     ("Timeline marks", "grey: not annotated, light grey: no hands, blue: detected, yellow: "
                        "interpolated, orange: edited (keyframe), green: reviewed"),
     ("Dashed white skeleton", "network K's refined keypoints, not accepted yet (A)"),
+    ("Red ring / red sphere on a joint", "the detector is unsure of it (confidence < 0.5): check it first"),
 )  # fmt: skip
 
 

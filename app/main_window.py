@@ -201,7 +201,7 @@ class MainWindow(QMainWindow):
         self.help_action = a("&Keyboard and mouse…", self.show_help, ["F1"], help_menu)
 
         for action in (self.detect_action, self.detect_all_action, self.add_left_action,
-                       self.add_right_action, self.accept_refined_action,
+                       self.add_right_action, self.skeleton_fit_action, self.accept_refined_action,
                        self.reconstruct_action):  # fmt: skip
             self.settings_panel.add_tool_button(action)
 
@@ -247,6 +247,13 @@ class MainWindow(QMainWindow):
         self.add_left_action = a("Add &left hand", lambda: self._add_hand("left"), [], edit)
         self.add_right_action = a("Add &right hand", lambda: self._add_hand("right"), [], edit)
         self.remove_hand_action = a("Remove selected hand", self._remove_selected_hand, ["Del"], edit)
+        self.skeleton_fit_action = a(
+            "Keep bone lengths &plausible (skeleton fit)", lambda _on: None, [], edit,
+            "Add hand and 2D joint drags refit the hand's skeleton with the anthropometric prior; "
+            "off: the template and single-joint moves",
+        )  # fmt: skip
+        self.skeleton_fit_action.setCheckable(True)
+        self.skeleton_fit_action.setChecked(True)
         self.visibility_action = a("Cycle joint &visibility (visible, occluded, outside)",
                                    self.cycle_selected_joint_visibility, ["V"], edit)  # fmt: skip
         edit.addSeparator()
@@ -282,6 +289,9 @@ class MainWindow(QMainWindow):
         doc.projectPathChanged.connect(lambda _p: self._update_title())
         doc.autosaved.connect(lambda p: self.statusBar().showMessage(f"autosaved to {p}", 3000))
         self.image_view.keypointDragged.connect(self._on_2d_drag)
+        # The dragged handle follows the mouse; at the end it shows where the edit put the joint
+        # (the skeleton fit lands it within a pixel, not exactly).
+        self.image_view.dragFinished.connect(lambda *_: self._refresh_keypoints())
         self.image_view.jointVisibilityToggled.connect(self._cycle_joint_visibility)
         self.image_view.jointDepthStepped.connect(self._step_joint_depth)
         self.image_view.boxDrawn.connect(self._on_box_drawn)
@@ -354,13 +364,14 @@ class MainWindow(QMainWindow):
             hand = None if kps is None else kps.hand(side)
             uv[side] = None if hand is None or camera is None else camera.project(hand)
         ann = self.doc.annotation()
-        self.image_view.set_keypoints(uv, ann.visibility)
+        weak = ann.weak_joints()
+        self.image_view.set_keypoints(uv, ann.visibility, weak)
         ghosts = {}
         for side in HAND_SIDES:
             hand = None if ann.refined is None else ann.refined.hand(side)
             ghosts[side] = None if hand is None or camera is None else camera.project(hand)
         self.image_view.set_ghosts(ghosts)
-        self.scene_view.show_keypoints(kps, camera, ann.visibility)
+        self.scene_view.show_keypoints(kps, camera, ann.visibility, weak)
         self._refresh_hint()
 
     def _update_frame_strip(self) -> None:
@@ -413,7 +424,8 @@ class MainWindow(QMainWindow):
         ctrl = bool(modifiers & Qt.KeyboardModifier.ControlModifier)
         frame, key = self.doc.current_frame, ("2d", drag_id)
         if not (shift or ctrl):
-            self.doc.move_keypoint_2d(frame, side, joint, (u, v), merge_key=key)
+            self.doc.move_keypoint_2d(frame, side, joint, (u, v), merge_key=key,
+                                      skeleton_fit=self.skeleton_fit_action.isChecked())  # fmt: skip
             return
         hand = self.doc.active_keypoints(frame).hand(side)
         camera = self.doc.camera_for_frame(frame)
@@ -514,7 +526,8 @@ class MainWindow(QMainWindow):
 
     def _on_box_drawn(self, side: str, u0: float, v0: float, u1: float, v1: float) -> None:
         try:
-            self.doc.add_hand_in_box(side, (u0, v0, u1, v1))
+            fit = self.skeleton_fit_action.isChecked()
+            self.doc.add_hand_in_box(side, (u0, v0, u1, v1), skeleton_fit=fit)
         except ValueError as exc:
             self.statusBar().showMessage(str(exc), 5000)
 
@@ -638,18 +651,22 @@ class MainWindow(QMainWindow):
             return
         frame = self.doc.current_frame
         self.statusBar().showMessage("detecting hands…")
-        from app.detection import detect_keypoints
+        from app.detection import detect_hands
 
-        def done(keypoints) -> None:
+        def done(found) -> None:
             self._background_tasks.discard(task)
-            self.doc.set_detected_keypoints({frame: keypoints}, text="Detect hands")
-            self.statusBar().showMessage(f"detected: {', '.join(keypoints.present_sides())}", 4000)
+            self.doc.set_detected_keypoints({frame: found.keypoints}, text="Detect hands",
+                                            confidence_by_frame={frame: found.confidence})  # fmt: skip
+            weak = self.doc.annotation(frame).weak_joints().sum()
+            note = f"; {weak} weak joints (red rings)" if weak else ""
+            sides = ", ".join(found.keypoints.present_sides())
+            self.statusBar().showMessage(f"detected: {sides}{note}", 4000)
 
         def failed(exc) -> None:
             self._background_tasks.discard(task)
             self.report_error("Detect", str(exc) or type(exc).__name__)
 
-        task = run_in_background(lambda: detect_keypoints(image, camera), done, failed)
+        task = run_in_background(lambda: detect_hands(image, camera), done, failed)
         self._background_tasks.add(task)
 
     def detect_all_frames(self, every: int = 1) -> bool:
@@ -715,7 +732,8 @@ class MainWindow(QMainWindow):
         if result.error:
             self.report_error("Detect all frames", result.error, result.details)
         changed = self.doc.set_detected_keypoints(result.keypoints, text="Detect all frames",
-                                                  keep_user_work=True)  # fmt: skip
+                                                  keep_user_work=True,
+                                                  confidence_by_frame=result.confidence)  # fmt: skip
         hands = sum(len(k.present_sides()) for k in result.keypoints.values())
         self.statusBar().showMessage(
             f"{'stopped: ' if result.cancelled else ''}{len(result.keypoints)} frames detected "

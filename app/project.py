@@ -9,9 +9,12 @@ Layout (``version`` 2; version 1 files, with boolean ``visible`` instead of
      "current_frame": int, "settings": {...}, "weights": "<path>" | null,
      "frames": [{"index": i, "detected": HANDS|null, "edited": HANDS|null,
                  "refined": HANDS|null, "visibility": {"left": [21 x 0|1|2], "right": [...]},
-                 "interpolated": bool, "reviewed": bool, "no_hands": bool}]}
+                 "interpolated": bool, "reviewed": bool, "no_hands": bool,
+                 "confidence": {"left": [21 x number|null], "right": [...]}  (optional)}]}
 
     visibility codes (COCO's): 2 visible, 1 occluded, 0 outside the image
+    confidence: the detector's per-joint confidence in [0, 1]; null = none (written only
+    for frames that have one; files without it read as no confidence)
 
     HANDS = {"left": 21x[x, y, z] | null, "right": ...}  (camera frame, metres, mano order)
 
@@ -108,6 +111,11 @@ def project_to_json(data: ProjectData, base_dir: Path) -> dict:
             entry[name] = _hands_to_json(getattr(ann, name))
         entry["visibility"] = {s: ann.visibility[side_row(s)].tolist() for s in HAND_SIDES}
         entry.update(interpolated=ann.interpolated, reviewed=ann.reviewed, no_hands=ann.no_hands)
+        if ann.confidence is not None:
+            entry["confidence"] = {
+                s: [None if np.isnan(c) else round(float(c), 4) for c in ann.confidence[side_row(s)]]
+                for s in HAND_SIDES
+            }
         frames.append(entry)
     media = None
     if data.media_path is not None:
@@ -180,6 +188,7 @@ def project_from_json(obj, base_dir: Path) -> ProjectData:
         for name in KEYPOINT_SETS:
             setattr(ann, name, _hands_from_json(entry.get(name), f"{where}.{name}"))
         _read_visibility(entry, ann, where)
+        ann.confidence = _read_confidence(entry.get("confidence"), f"{where}.confidence")
         for flag in ("interpolated", "reviewed", "no_hands"):
             setattr(ann, flag, bool(entry.get(flag, False)))
         data.frames[index] = ann
@@ -199,6 +208,25 @@ def _read_visibility(entry: dict, ann: FrameAnnotation, where: str) -> None:
             if row.shape != (NUM_JOINTS,):
                 raise ProjectFileError(f"{where}.visible.{s}: expected {NUM_JOINTS} booleans")
             ann.visibility[side_row(s)] = visibility_from_bools(row)
+
+
+def _read_confidence(obj, where: str) -> np.ndarray | None:
+    if obj is None:
+        return None
+    if not isinstance(obj, dict):
+        raise ProjectFileError(f"{where}: expected an object with 'left'/'right'")
+    rows = np.full((len(HAND_SIDES), NUM_JOINTS), np.nan)
+    for s in HAND_SIDES:
+        values = obj.get(s)
+        if values is None:
+            continue
+        if not isinstance(values, list) or len(values) != NUM_JOINTS:
+            raise ProjectFileError(f"{where}.{s}: expected {NUM_JOINTS} numbers in [0, 1] or null")
+        row = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+        if np.any((row < 0) | (row > 1)):
+            raise ProjectFileError(f"{where}.{s}: confidences must lie in [0, 1]")
+        rows[side_row(s)] = row
+    return rows
 
 
 def save_project_file(path: str | Path, data: ProjectData) -> None:

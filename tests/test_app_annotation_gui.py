@@ -165,6 +165,7 @@ def test_hand_scale_edits_and_depth_wheel(opened, qtbot):
 
 def test_add_hand_fits_the_template_into_a_dragged_box(opened, qtbot):
     window, _ = opened
+    window.skeleton_fit_action.setChecked(False)  # the template (the fit: test_app_edit_fit_gui.py)
     window.doc.remove_hand("left")
     window._add_hand("left")
     assert window.image_view.box_requested() == "left"

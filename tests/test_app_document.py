@@ -11,7 +11,7 @@ import pytest
 from golden import realdata_dir
 
 from app.annotation import place_template_hand, template_hand
-from app.detection import NoHandsFound, detect_keypoints
+from app.detection import NoHandsFound, detect_hands, detect_keypoints
 from app.document import Document
 from app.keypoint_files import load_for_media, save_for_media
 from app.media import MediaError, open_media
@@ -173,6 +173,24 @@ def test_bad_or_newer_project_files_raise_input_errors(tmp_path):
                                 "frames": [{"index": 0, "detected": {"left": [[0, 0]]}}]}))  # fmt: skip
     with pytest.raises(ProjectFileError, match="21x3"):
         load_project_file(path)
+    path.write_text(json.dumps({"format": "im2hands-studio-project", "version": 2,
+                                "frames": [{"index": 0, "confidence": {"left": [1.5] * 21}}]}))  # fmt: skip
+    with pytest.raises(ProjectFileError, match=r"x.im2hands.json: frames\[0\].confidence.left"):
+        load_project_file(path)
+
+
+def test_edits_clear_the_confidence_of_the_joints_they_move(doc):
+    confidence = np.full((2, 21), 0.3)
+    doc.set_detected_keypoints({0: doc.active_keypoints(0)}, confidence_by_frame={0: confidence})
+    assert doc.annotation(0).weak_joints().all()
+    uv = doc.camera_for_frame(0).project(doc.active_keypoints(0).left[5])
+    doc.move_keypoint_2d(0, "left", 5, uv + 7.0)
+    weak = doc.annotation(0).weak_joints()
+    assert not weak[0, 5] and weak.sum() == 41
+    doc.transform_hand(0, "right", translation=np.array([0.01, 0.0, 0.0]))
+    assert doc.annotation(0).weak_joints().sum() == 20  # every right joint moved
+    doc.remove_hand("left")
+    assert doc.annotation(0).confidence is None  # nothing left to flag
 
 
 def test_autosave_writes_a_sidecar_and_recovery_restores_it(doc, tmp_path):
@@ -224,6 +242,8 @@ def test_detect_hook_lifts_a_real_photo_and_reports_an_empty_frame():
         uv = camera.project(joints)
         assert np.all(joints[:, 2] > 0.1) and np.all((uv >= 0) & (uv < [camera.width, camera.height]))
     assert keypoints.right[0, 0] < keypoints.left[0, 0]  # her right hand is on the image's left
+    confidence = detect_hands(image, camera).confidence  # the skeleton fit's, per joint
+    assert confidence.shape == (2, 21) and np.all((confidence > 0) & (confidence <= 1))
     with pytest.raises(NoHandsFound, match="no hand found"):
         detect_keypoints(np.full((240, 320, 3), 128, np.uint8), Camera.default_for_image(320, 240))
 

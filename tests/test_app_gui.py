@@ -118,6 +118,7 @@ def test_opening_the_sample_reconstructs_both_meshes_into_the_viewport(opened):
 
 def test_dragging_a_2d_keypoint_moves_it_in_3d_requeues_and_undo_restores(opened, qtbot):
     window, engine = opened
+    window.skeleton_fit_action.setChecked(False)  # one joint moves (the fit: test_app_edit_fit_gui.py)
     doc = window.doc
     before = doc.active_keypoints().right.copy()
     start_uv = window.image_view.handle_pixel("right", 8)
@@ -389,10 +390,12 @@ def test_detect_action_fills_the_frame_and_is_undoable(opened, qtbot, monkeypatc
     calls = []
 
     def fake_detect(image_rgb, camera):
-        calls.append(image_rgb.shape)
-        return detected
+        from app.detection import DetectedFrame
 
-    monkeypatch.setattr("app.detection.detect_keypoints", fake_detect)
+        calls.append(image_rgb.shape)
+        return DetectedFrame(detected, None)
+
+    monkeypatch.setattr("app.detection.detect_hands", fake_detect)
     undo_count = window.doc.undo_stack.count()
     QTest.keySequence(window, "Ctrl+D")
     qtbot.waitUntil(lambda: window.doc.undo_stack.count() == undo_count + 1, timeout=5000)
@@ -406,7 +409,7 @@ def test_detect_action_fills_the_frame_and_is_undoable(opened, qtbot, monkeypatc
 
         raise NoHandsFound("no hand found in this frame")
 
-    monkeypatch.setattr("app.detection.detect_keypoints", nothing_found)
+    monkeypatch.setattr("app.detection.detect_hands", nothing_found)
     window.detect_current_frame()
     qtbot.waitUntil(lambda: bool(window.error_panel.entries()), timeout=5000)
     assert window.error_panel.entries()[-1].title == "Detect"

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
     QMenu,
 )
 
-from app.colors import GHOST_COLOR, HAND_COLORS, HIDDEN_JOINT_ALPHA, OUTSIDE_JOINT_ALPHA
+from app.colors import GHOST_COLOR, HAND_COLORS, HIDDEN_JOINT_ALPHA, OUTSIDE_JOINT_ALPHA, WEAK_JOINT_COLOR
 from core.hand.joints import HAND_SIDES, MANO_JOINT_NAMES, NUM_JOINTS, bones
 
 HANDLE_RADIUS_PX = 5.0  # on screen, whatever the zoom
@@ -117,6 +117,7 @@ class ImageView(QGraphicsView):
                 self._handles[side].append(handle)
         self._present = {s: False for s in HAND_SIDES}
         self._visible = np.full((2, NUM_JOINTS), 2, dtype=int)  # visibility codes
+        self._weak = np.zeros((2, NUM_JOINTS), dtype=bool)  # low detector confidence
         self._selected_hand: str | None = None
         self._show_keypoints = True
         self._updating = False  # positions set by code, not by the user
@@ -160,10 +161,13 @@ class ImageView(QGraphicsView):
             self.fit()
 
     def set_keypoints(
-        self, uv_by_side: dict[str, np.ndarray | None], visible: np.ndarray | None = None
-    ) -> None:
-        """Pixel positions (21, 2) per side (None: hand absent) and (2, 21) visibility codes
-        (2 visible, 1 occluded, 0 outside; booleans: visible / occluded)."""
+        self, uv_by_side: dict[str, np.ndarray | None], visible: np.ndarray | None = None,
+        weak: np.ndarray | None = None,
+    ) -> None:  # fmt: skip
+        """Pixel positions (21, 2) per side (None: hand absent), (2, 21) visibility codes
+        (2 visible, 1 occluded, 0 outside; booleans: visible / occluded) and (2, 21) weak
+        joints (low detector confidence: drawn with a red ring; None: none)."""
+        self._weak = np.zeros((2, NUM_JOINTS), dtype=bool) if weak is None else np.asarray(weak, dtype=bool)
         if visible is not None:
             codes = np.asarray(visible)
             self._visible = np.where(codes, 2, 1) if codes.dtype == bool else codes.astype(int)
@@ -240,6 +244,10 @@ class ImageView(QGraphicsView):
     def selected_hand(self) -> str | None:
         return self._selected_hand
 
+    def weak_joints(self) -> np.ndarray:
+        """(2, 21) bool: the joints drawn as weak (a copy)."""
+        return self._weak.copy()
+
     def handle(self, side: str, joint: int) -> KeypointHandle:
         return self._handles[side][joint]
 
@@ -275,6 +283,8 @@ class ImageView(QGraphicsView):
                 pen = QPen(
                     QColor(255, 255, 255) if emphasised else QColor(30, 30, 30), 2.0 if emphasised else 1.0
                 )
+                if self._weak[row, j]:
+                    pen = QPen(QColor(*WEAK_JOINT_COLOR), 3.0)
                 if code == 0:
                     pen.setStyle(Qt.PenStyle.DashLine)
                 if handle.isSelected() or self._selected_joint == (side, j):

@@ -19,7 +19,7 @@ from pyvistaqt import QtInteractor
 from vtkmodules.vtkInteractionWidgets import vtkSphereWidget
 from vtkmodules.vtkRenderingCore import vtkActor, vtkPolyDataMapper, vtkRenderer, vtkTextActor
 
-from app.colors import HAND_COLORS, PENETRATION_COLOR, rgb01
+from app.colors import HAND_COLORS, PENETRATION_COLOR, WEAK_JOINT_COLOR, rgb01
 from core.hand.joints import HAND_SIDES, NUM_JOINTS, bones
 from core.types import Camera, HandMesh, Reconstruction, TwoHandKeypoints
 
@@ -155,6 +155,7 @@ class KeypointLayer:
         self._on_drag_started = on_drag_started
         self.selected: tuple[str, int] | None = None  # the joint last grabbed
         self.opacities = np.ones((len(HAND_SIDES), NUM_JOINTS))
+        self.weak = np.zeros((len(HAND_SIDES), NUM_JOINTS), dtype=bool)
         self._shown = True
         self.closed = False
         self._present = {s: False for s in HAND_SIDES}
@@ -235,6 +236,18 @@ class KeypointLayer:
         for row, side in enumerate(HAND_SIDES):
             for j, widget in enumerate(self.widgets[side]):
                 widget.GetSphereProperty().SetOpacity(float(self.opacities[row, j]))
+
+    def set_weak_joints(self, weak: np.ndarray | None) -> None:
+        """(2, 21) bool: joints of low detector confidence are drawn red."""
+        shape = (len(HAND_SIDES), NUM_JOINTS)
+        self.weak = np.zeros(shape, dtype=bool) if weak is None else np.asarray(weak, bool).reshape(shape)
+        for row, side in enumerate(HAND_SIDES):
+            for j, widget in enumerate(self.widgets[side]):
+                color = WEAK_JOINT_COLOR if self.weak[row, j] else HAND_COLORS[side]
+                widget.GetSphereProperty().SetColor(*rgb01(color))
+
+    def sphere_color(self, side: str, joint: int) -> tuple[float, float, float]:
+        return tuple(self.widgets[side][joint].GetSphereProperty().GetColor())
 
     def _apply_visibility(self, side: str) -> None:
         on = self._shown and self._present[side]
@@ -339,7 +352,8 @@ class Scene3DView(QWidget):
         self.render()
 
     def show_keypoints(self, keypoints: TwoHandKeypoints | None, camera: Camera | None,
-                       visibility: np.ndarray | None = None) -> None:  # fmt: skip
+                       visibility: np.ndarray | None = None,
+                       weak: np.ndarray | None = None) -> None:  # fmt: skip
         if self.closed:
             return
         first = self._last_keypoints is None and keypoints is not None
@@ -347,6 +361,7 @@ class Scene3DView(QWidget):
         self._camera = camera
         self.keypoints.update(keypoints)
         self.keypoints.set_joint_visibility(visibility)
+        self.keypoints.set_weak_joints(weak)
         if first:
             self.reset_view()
         self.render()

@@ -63,6 +63,10 @@ class HandObservation:
     # landmarks. Its absolute value is biased (those hands are too small), but two hands of one
     # image share that bias, so the ratio of the two is a cue for their relative depth.
     detector_depth_m: float | None = None
+    # Editing: landmarks the user placed (bool (21,)): trusted (a tighter noise scale, never
+    # down-weighted as outliers); and a wrist depth to keep (the hand being edited stays put).
+    pinned: np.ndarray | None = None
+    depth_prior_m: float | None = None
 
 
 @dataclass
@@ -83,6 +87,8 @@ class FitOptions:
     # Two hands: log ratio of their wrist depths ~ that of the detector's own 3D hands.
     relative_depth_log_sigma: float = 0.05
     shared_scale: bool = True  # two hands: one person's pair of hands
+    pinned_sigma_scale: float = 0.1  # noise scale of pinned landmarks relative to the others
+    depth_prior_log_sigma: float = 0.02  # of the wrist depth, where a depth prior is given
     iterations: int = 25
     tolerance: float = 1e-4  # stop when an iteration lowers the cost by less than this fraction
 
@@ -114,6 +120,7 @@ class _Hand:
     sigma_px: np.ndarray  # (21,) 2D noise scale per joint
     hint_dirs: np.ndarray | None  # (20, 3) unit bone directions of the hint (NaN where unknown)
     hint_dz_filled: np.ndarray | None  # their z components, NaN -> 0 (weight 0)
+    pinned: np.ndarray = field(default_factory=lambda: np.zeros(21, dtype=bool))
     w_px: np.ndarray = field(default_factory=lambda: np.ones(21))
     w_dir: np.ndarray = field(default_factory=lambda: np.ones(20))
 
@@ -164,6 +171,8 @@ class _Problem:
         cup_lo, cup_hi = M.CUP_LIMITS_RAD
         parts.append((np.maximum(cup - cup_hi, 0) + np.minimum(cup - cup_lo, 0)) / wall)
         parts.append(angles / np.deg2rad(o.rest_pose_sigma_deg))
+        if h.obs.depth_prior_m is not None:
+            parts.append(((p[:, 5] - np.log(h.obs.depth_prior_m)) / o.depth_prior_log_sigma)[:, None])
         return np.concatenate(parts, axis=1)
 
     def shared_residuals(self, ps: list[np.ndarray], Xs: list[np.ndarray]) -> np.ndarray:
@@ -193,6 +202,7 @@ class _Problem:
         for h, X in zip(self.hands, Xs, strict=True):
             err = np.linalg.norm(self.project(X) - h.uv, axis=-1) / h.sigma_px
             h.w_px = np.where(h.seen, _cauchy_weights(np.nan_to_num(err), self.opts.robust_scale), 0.0)
+            h.w_px[h.pinned] = 1.0
             if h.hint_dirs is not None:
                 ez = np.abs(_bone_dirs(X)[:, 2] - h.hint_dirs[:, 2]) / self.opts.depth_direction_sigma
                 w = _cauchy_weights(np.nan_to_num(ez), self.opts.robust_scale)
@@ -291,9 +301,13 @@ def _prepare(obs: HandObservation, K: np.ndarray, opts: FitOptions) -> _Hand:
     size = float(np.max(np.nanmax(uv, axis=0) - np.nanmin(uv, axis=0)))
     sigma = np.full(21, max(opts.min_pixel_sigma, opts.pixel_sigma_fraction * size) * opts.finger_sigma_scale)
     sigma[_PALM_AND_THUMB_BASE] /= opts.finger_sigma_scale
+    pinned = np.zeros(21, dtype=bool) if obs.pinned is None else np.asarray(obs.pinned, dtype=bool) & seen
+    sigma[pinned] *= opts.pinned_sigma_scale
+    if obs.depth_prior_m is not None and not obs.depth_prior_m > 0:
+        raise ValueError(f"{obs.side} hand: depth_prior_m must be > 0, got {obs.depth_prior_m}")
     hint_dirs = None if obs.shape_hint is None else _bone_dirs(np.asarray(obs.shape_hint, dtype=np.float64))
     dz = None if hint_dirs is None else np.nan_to_num(hint_dirs[:, 2])
-    return _Hand(obs, uv, np.nan_to_num(uv), seen, sigma, hint_dirs, dz)
+    return _Hand(obs, uv, np.nan_to_num(uv), seen, sigma, hint_dirs, dz, pinned)
 
 
 def _kabsch(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -338,6 +352,9 @@ def _place(h: _Hand, p: np.ndarray, K: np.ndarray) -> np.ndarray:
         t = np.array([0.0, 0.0, 0.5])
     q = p.copy()
     q[3:6] = (t[0] / t[2], t[1] / t[2], np.log(t[2]))
+    if h.obs.depth_prior_m is not None:  # the same image, scaled about the camera centre
+        q[M.SCALE] += np.log(h.obs.depth_prior_m / t[2])
+        q[5] = np.log(h.obs.depth_prior_m)
     return q
 
 
