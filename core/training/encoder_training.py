@@ -336,6 +336,29 @@ def _train_step(encoder, opt, batch: dict, iteration: int, cfg: EncoderTrainConf
     return {k: float(v.detach()) for k, v in losses.items()} | {"lr": cfg.lr * factor}
 
 
+def _log_unrecorded_run(out: Path, iteration: int, seconds: float, samples: int, cfg) -> None:
+    """A run killed before its end (a session that ended first) wrote checkpoints but no
+    ``runs.jsonl`` line: on resume, record what the checkpoint holds, so that the log still
+    says which iterations and minutes produced the weights."""
+    path = out / RUNS_LOG
+    lines = path.read_text().splitlines() if path.is_file() else []
+    logged = json.loads(lines[-1]) if lines else {"iterations": 0, "total_minutes": 0.0}
+    if iteration <= int(logged.get("iterations", 0)):
+        return
+    run_minutes = seconds / 60 - float(logged.get("total_minutes", 0.0))
+    _append_run_log(
+        out,
+        {
+            "iterations": iteration,
+            "run_minutes": round(run_minutes, 2),
+            "total_minutes": round(seconds / 60, 2),
+            "stopped_by": "killed (its last checkpoint, recorded when resumed)",
+            "samples": samples,
+            "data": str(cfg.data),
+        },
+    )
+
+
 def _append_run_log(out: Path, record: dict) -> None:
     with open(out / RUNS_LOG, "a") as f:
         f.write(json.dumps(record | {"ended": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
@@ -361,6 +384,7 @@ def train_encoder(
     opt = make_optimizer(encoder, cfg)
     ckpt = out / CHECKPOINT_NAME
     iteration, seconds_before = _restore(ckpt, encoder, opt, resume)
+    _log_unrecorded_run(out, iteration, seconds_before, len(files), cfg)
     stop_at = min(max_iters or cfg.max_iters, cfg.max_iters)
     log = MetricsLog(out, iteration)
     t0, last_step, stopped_by, metrics = time.perf_counter(), 0.0, "max_iters", {}
