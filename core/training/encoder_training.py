@@ -382,8 +382,7 @@ def train_encoder(
     batches = _Batches(files, cfg, out / cfg.cache_dir)
     encoder = build_encoder(cfg)
     opt = make_optimizer(encoder, cfg)
-    ckpt = out / CHECKPOINT_NAME
-    iteration, seconds_before = _restore(ckpt, encoder, opt, resume)
+    iteration, seconds_before = _restore(out / CHECKPOINT_NAME, encoder, opt, resume)
     _log_unrecorded_run(out, iteration, seconds_before, len(files), cfg)
     stop_at = min(max_iters or cfg.max_iters, cfg.max_iters)
     log = MetricsLog(out, iteration)
@@ -407,10 +406,10 @@ def train_encoder(
                 shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
                 print(f"it {iteration}/{stop_at} {last_step:.2f} s/it {shown}", flush=True)
         if iteration % cfg.checkpoint_every == 0:
-            _save_state(ckpt, encoder, opt, iteration, seconds())
+            _save_state(out / CHECKPOINT_NAME, encoder, opt, iteration, seconds())
             _export(out, encoder, cfg, files, iteration, seconds())
     total = seconds()
-    _save_state(ckpt, encoder, opt, iteration, total)
+    _save_state(out / CHECKPOINT_NAME, encoder, opt, iteration, total)
     export = _export(out, encoder, cfg, files, iteration, total)
     _append_run_log(
         out,

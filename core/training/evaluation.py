@@ -294,14 +294,20 @@ def evaluate(
     mpjpe = {"noisy": [], "refined": [], "refined_shuffled": []}
     stream = with_partner_images(samples) if shuffle_images else ((s, None) for s in samples)
     t0, count = time.perf_counter(), 0
+
+    def score_rows(shown: EvalSample, truth: EvalSample, row_scores: dict, k_key: str) -> None:
+        """The rows on ``shown`` (the sample, or it on another image), scored against
+        ``truth``; K's MPJPE goes to ``mpjpe[k_key]``."""
+        for name, scores in row_scores.items():
+            rec = score_row(scores, plans[name], shown, cfg, count)
+            if name == "K+I":
+                mpjpe[k_key] += _k_errors(rec, truth)
+        if k_alone:
+            mpjpe[k_key] += _k_alone_errors(im2hands, shown, truth)
+
     for sample, partner_image in stream:
         count += 1
-        for name, scores in rows.items():
-            rec = score_row(scores, plans[name], sample, cfg, count)
-            if name == "K+I":
-                mpjpe["refined"] += _k_errors(rec, sample)
-        if k_alone:
-            mpjpe["refined"] += _k_alone_errors(im2hands, sample, sample)
+        score_rows(sample, sample, rows, "refined")
         if shuffled or (k_alone and shuffle_images):
             # The one seam of the ablation: the sample's own keypoints, camera and ground truth
             # with the other sample's pixels (the engine's feature cache is keyed by the pixels).
@@ -310,13 +316,7 @@ def evaluate(
                     f"--shuffle-images: {sample.name}'s image is {sample.image.shape} but the image "
                     f"swapped in is {partner_image.shape}; shuffling needs images of one size"
                 )
-            on_foreign_image = replace(sample, image=partner_image)
-            for name, scores in shuffled.items():
-                rec = score_row(scores, plans[name], on_foreign_image, cfg, count)
-                if name == "K+I":
-                    mpjpe["refined_shuffled"] += _k_errors(rec, sample)
-            if k_alone:
-                mpjpe["refined_shuffled"] += _k_alone_errors(im2hands, on_foreign_image, sample)
+            score_rows(replace(sample, image=partner_image), sample, shuffled, "refined_shuffled")
         # the input's error on every sample (K's output only where the engine accepted it)
         for s in HAND_SIDES:
             mpjpe["noisy"].append(mpjpe_mm(sample.noisy_keypoints.hand(s), sample.keypoints.hand(s)))
