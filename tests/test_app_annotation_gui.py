@@ -20,15 +20,7 @@ from app.colors import STATE_COLORS
 from core.geometry.pose_interpolation import bone_lengths
 from core.types import TwoHandKeypoints
 
-pytestmark = pytest.mark.gui
-
-
-@pytest.fixture(autouse=True)
-def _needs_x_server(qapp):
-    from PySide6.QtGui import QGuiApplication
-
-    if QGuiApplication.platformName() != "xcb":
-        pytest.skip("3D view needs an X server")
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("needs_x_server")]
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import json
 
 import numpy as np
 import pytest
-from PySide6.QtGui import QGuiApplication
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QMessageBox
 from test_app_fakes import FakeEngine
@@ -17,13 +16,7 @@ from test_app_gui import drag, make_window, wait_final, write_sample
 from app.colors import HAND_COLORS, WEAK_JOINT_COLOR, rgb01
 from app.detection import DetectedFrame
 
-pytestmark = pytest.mark.gui
-
-
-@pytest.fixture(autouse=True)
-def _needs_x_server(qapp):
-    if QGuiApplication.platformName() != "xcb":
-        pytest.skip("3D view needs an X server")
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("needs_x_server")]
 
 
 @pytest.fixture

@@ -5,22 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PySide6.QtGui import QGuiApplication
 from test_app_fakes import FakeEngine
 from test_app_gui import drag, make_window, wait_final, write_sample
 
 from core.detect import hand_prior as HP
 from core.hand.joints import MANO_PARENTS
 
-pytestmark = pytest.mark.gui
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("needs_x_server")]
 _CHILDREN = np.arange(1, 21)
 _PARENTS = np.array(MANO_PARENTS[1:])
-
-
-@pytest.fixture(autouse=True)
-def _needs_x_server(qapp):
-    if QGuiApplication.platformName() != "xcb":
-        pytest.skip("3D view needs an X server")
 
 
 @pytest.fixture

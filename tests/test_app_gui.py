@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import trimesh
 from PySide6.QtCore import QEvent, QPointF, Qt
-from PySide6.QtGui import QGuiApplication, QMouseEvent
+from PySide6.QtGui import QMouseEvent
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QMessageBox
 from test_app_fakes import FakeEngine
@@ -21,14 +21,7 @@ from app.main_window import MainWindow
 from core.io.keypoints import KeypointFrame, save_keypoints_json
 from core.types import Camera, TwoHandKeypoints
 
-pytestmark = pytest.mark.gui
-
-
-@pytest.fixture(autouse=True)
-def _needs_x_server(qapp):
-    # QtInteractor segfaults on the offscreen platform: only run with a real X server (Xvfb).
-    if QGuiApplication.platformName() != "xcb":
-        pytest.skip(f"3D view needs an X server (platform is {QGuiApplication.platformName()!r})")
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("needs_x_server")]
 
 
 def write_sample(folder, separation_m: float = 0.07):

@@ -16,7 +16,6 @@ import cv2
 import numpy as np
 import pytest
 from golden import REPO_ROOT, realdata_dir
-from PySide6.QtGui import QGuiApplication
 from test_app_gui import assert_gui_responsive, nudge, wait_final
 
 import core.engine  # noqa: F401  (torch/triton load before any GL context: see app.cli)
@@ -25,7 +24,7 @@ from app.main_window import MainWindow
 from core.engine.backends import SHIPPED_WEIGHTS_DIR
 from core.types import TwoHandKeypoints
 
-pytestmark = [pytest.mark.gui, pytest.mark.slow]
+pytestmark = [pytest.mark.gui, pytest.mark.slow, pytest.mark.usefixtures("needs_x_server")]
 
 SAMPLE = REPO_ROOT / "resources" / "samples" / "sample_0"
 INTERHAND = realdata_dir() / "interhand26m_samples"
@@ -41,12 +40,6 @@ def weights_for_tests() -> str | None:
     if any((SHIPPED_WEIGHTS_DIR / f"{net}.safetensors").is_file() for net in ("ref_occ", "init_occ")):
         return None  # the engine's default
     pytest.skip("no shipped weights in resources/weights and no HALO checkpoint in ../shared/realdata")
-
-
-@pytest.fixture(autouse=True)
-def _needs_x_server(qapp):
-    if QGuiApplication.platformName() != "xcb":
-        pytest.skip("3D view needs an X server (Xvfb)")
 
 
 @pytest.fixture
