@@ -51,6 +51,7 @@ from core.training.encoder_targets import (
     encoder_sample,
     map_targets,
 )
+from core.training.run_schedule import RunSchedule
 from core.training.trainer import DistInfo, MetricsLog, epoch_batches, rng_state, set_rng_state
 
 EXPORT_NAME = "image_encoder.safetensors"
@@ -58,16 +59,17 @@ CHECKPOINT_NAME = "checkpoint.pt"
 RUNS_LOG = "runs.jsonl"
 
 
-@dataclass(frozen=True)
-class EncoderTrainConfig:
+@dataclass(frozen=True, kw_only=True)
+class EncoderTrainConfig(RunSchedule):
+    """The encoder campaign's settings; the shared run settings are :class:`RunSchedule`'s
+    (``init_from``: an earlier image_encoder.safetensors instead of ImageNet)."""
+
     data: str  # a synth folder (python main.py synth --out DIR); relative paths: to the config
     limit: int | None = None  # first N samples (sorted by name)
     cache_dir: str = "encoder_cache"  # relative to the run folder
     encoder: EncoderConfig = field(default_factory=EncoderConfig.pretrained_lite)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    init_from: str | None = None  # an earlier image_encoder.safetensors instead of ImageNet
     frozen_blocks: int = 2  # trunk stages (after the stem) kept at their ImageNet weights
-    batch_size: int = 8
     lr: float = 1e-3
     trunk_lr_scale: float = 0.3  # the pretrained trunk moves slower than the fresh heads
     weight_decay: float = 1e-4
@@ -85,19 +87,14 @@ class EncoderTrainConfig:
     coord_beta: float = 20.0  # softmax sharpness of the soft-argmax (maps peak at 1)
     mask_weight: float = 1.0
     dense_weight: float = 1.0
-    seed: int = 0
-    torch_threads: int = 2
-    log_every: int = 10
     checkpoint_every: int = 50
 
     def __post_init__(self) -> None:
         if self.encoder.is_resnet:
             raise InputError("encoder training needs a pretrained trunk (e.g. backbone efficientnet_lite0)")
-        for name in ("batch_size", "max_iters", "torch_threads", "log_every", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise InputError(f"encoder training: {name} must be at least 1")
-        if self.lr <= 0 or self.heatmap_sigma <= 0 or self.coord_beta <= 0:
-            raise InputError("encoder training: lr, heatmap_sigma and coord_beta must be positive")
+        super().__post_init__()
+        if self.heatmap_sigma <= 0 or self.coord_beta <= 0:
+            raise InputError("encoder training: heatmap_sigma and coord_beta must be positive")
         if min(self.heatmap_fg_weight, self.coord_weight) < 0:
             raise InputError("encoder training: heatmap_fg_weight and coord_weight must be >= 0")
 

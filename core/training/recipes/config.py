@@ -14,33 +14,28 @@ from typing import Any
 
 from core.errors import TrainConfigError
 from core.training.recipes import RECIPE_MODULES, recipe_class
+from core.training.run_schedule import RunSchedule
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """One network's training run (a section of a ``configs/*.json`` file)."""
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(RunSchedule):
+    """One network's training run (a section of a ``configs/*.json`` file); the shared run
+    settings (batch size, lr, iterations, logging, seed, threads, ``init_from``) are
+    :class:`RunSchedule`'s."""
 
     network: str  # a key of RECIPE_MODULES: halo | init | ref | kpts
     data: dict  # see core.training.datasets.dataset_from_spec
     options: Any  # the network's own options: recipe_class(network).Options
     backbone: str = "resnet18"
-    batch_size: int = 8
     points_per_hand: int = 4096  # query points per hand (K reads keypoints only)
-    lr: float = 1e-4
-    weight_decay: float = 0.0
     lr_step: int = 0  # StepLR step (iterations); 0 = constant learning rate
     lr_gamma: float = 1.0
-    max_iters: int = 1000
-    checkpoint_every: int = 200
-    log_every: int = 10
-    seed: int = 0
     num_workers: int = 0
-    init_from: str | None = None  # earlier stage's exported weights (relative to --out)
+    # init_from (RunSchedule): an earlier stage's exported weights, relative to --out.
     # An encoder exported by the encoder campaign (python main.py train encoder; relative to
     # --out): I, R and K are built around its stored config and start from its weights,
     # instead of a fresh ResNetSimple on ``backbone`` (ours; issue 13).
     encoder_from: str | None = None
-    torch_threads: int = 2
 
     def __post_init__(self) -> None:
         options_class = recipe_class(self.network).Options
@@ -49,9 +44,7 @@ class TrainConfig:
                 f"options of network {self.network} must be a {options_class.__name__}, "
                 f"got {type(self.options).__name__}"
             )
-        for name in ("batch_size", "max_iters", "checkpoint_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise TrainConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        super().__post_init__()
 
     @classmethod
     def from_sections(cls, sections: dict, network: str, overrides: dict | None = None) -> TrainConfig:
