@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-smoothing", action="store_true", help="video: raw per-frame keypoints")
     parser.add_argument("--mirrored", action="store_true", help="the input is mirrored (selfie camera)")
     parser.add_argument("--overlay", help="image input: also write the keypoints drawn over the image here")
+    parser.add_argument("--second-opinion", metavar="ENCODER",
+                        help="a trained image encoder (image_encoder.safetensors from 'train encoder'): "
+                             "where MediaPipe finds one hand, the encoder may add the other beside it")
 
 
 def _write(out: Path, frames, camera, extra: dict | None = None) -> Path:
@@ -61,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
     if args.overlay:
         check_output_file(Path(args.overlay), (".png", ".jpg", ".jpeg", ".webp", ".bmp"), "--overlay")
     extra = None
-    with MediaPipeHandDetector(retries=not args.no_retries, image_is_mirrored=args.mirrored) as detector:
+    second_opinion = _load_second_opinion(args.second_opinion)
+    with MediaPipeHandDetector(retries=not args.no_retries, image_is_mirrored=args.mirrored) as mediapipe:
+        detector = mediapipe if second_opinion is None else second_opinion(mediapipe)
         if is_video_path(source):
             frames, camera, extra = _detect_video(args, source, out, detector)
         else:
@@ -72,6 +77,20 @@ def run(args: argparse.Namespace) -> int:
     if n_found == 0:
         print("no hand was found; place the hands by hand in the app (template)", file=sys.stderr)
     return 0
+
+
+def _load_second_opinion(path: str | None):
+    """None, or a function wrapping a detector into an :class:`EncoderSecondOpinion` (the
+    encoder is loaded first, so a wrong file fails before any detection runs)."""
+    if path is None:
+        return None
+    from core.detect.second_opinion import EncoderSecondOpinion
+    from core.models.registry import load_image_encoder
+
+    if not Path(path).is_file():
+        raise InputError(f"--second-opinion: encoder file not found: {path}")
+    encoder = load_image_encoder(path)
+    return lambda primary: EncoderSecondOpinion(primary, encoder)
 
 
 def _detect_video(args: argparse.Namespace, source: Path, out: Path, detector):
