@@ -167,3 +167,35 @@ def test_detect_command_with_a_second_opinion(tmp_path, capsys):
     assert main(["detect", str(image), "--out", str(out), "--second-opinion", str(weights)]) == 0
     printed = capsys.readouterr().out
     assert "(full)" in printed and f"({SOURCE})" not in printed and out.is_file()
+
+
+def test_the_evaluation_counts_recovered_and_false_hands(tmp_path, monkeypatch):
+    """evaluate_second_opinion: both hands found -> each withheld in turn; a read-out at the
+    truth is 'recovered', one a hand's size away is a false hand."""
+    from core.detect import second_opinion
+    from core.detect.encoder_hands import EncoderHand2D
+    from core.detect.evaluate_second_opinion import score_second_opinion
+    from core.detect.evaluate_synth import load_synth_frames
+    from core.synth.samples import save_sample
+
+    sample = generate_sample(901, SynthConfig(n_uniform=4, n_surface=4))
+    save_sample(sample, tmp_path)
+    frames = load_synth_frames(tmp_path)
+    truth = {s: frames[0].camera.project(frames[0].joints_cam_m[s]) for s in HAND_SIDES}
+    h, w = sample.image.shape[:2]
+    detector = FixedDetector([_found(s, truth[s]) for s in HAND_SIDES], (w, h))
+
+    def reader(shift_px):
+        def read(encoder, image, transform, rule=None):
+            return {s: EncoderHand2D(s, truth[s] + shift_px, np.full(21, 0.9), 0.1, 1.0, 1.0, True)
+                    for s in HAND_SIDES}  # fmt: skip
+        return read
+
+    monkeypatch.setattr(second_opinion, "read_hands_in_crop", reader(0.0))
+    scores = score_second_opinion(frames, torch.nn.Identity(), detector)
+    assert (scores.frames, scores.left_out, scores.left_out_recovered, scores.false_hands) == (1, 2, 2, 0)
+    assert scores.missed == 0 and max(scores.added_errors_px) < 1e-9
+    monkeypatch.setattr(second_opinion, "read_hands_in_crop", reader(60.0))
+    scores = score_second_opinion(frames, torch.nn.Identity(), detector)
+    assert (scores.left_out, scores.left_out_recovered, scores.false_hands) == (2, 0, 2)
+    assert "0/2" in scores.row("renders")

@@ -110,12 +110,14 @@ class EncoderSecondOpinion:
     encoder: torch.nn.Module
     options: SecondOpinionOptions = field(default_factory=SecondOpinionOptions)
 
+    def __post_init__(self) -> None:
+        self.encoder.eval()  # BatchNorm with its running statistics: one crop at a time
+
     def detect(self, image_rgb: np.ndarray) -> ImageDetection:
         detection = self.primary.detect(image_rgb)
         if len(detection.hands) != 1:
             return detection
         image = check_rgb_image(image_rgb)
-        self.encoder.eval()
         read = best_missing_hand(self.encoder, image, detection.hands[0], self.options)
         views = [*detection.views_tried, SOURCE]
         if read is None:
