@@ -149,12 +149,13 @@ def cached_item(npz_path: Path, cache_dir: Path | None) -> EncoderSample:
         with np.load(cache, allow_pickle=False) as z:
             return EncoderSample(z["image"], z["joints_uv"], z["labels"], z["dense"].astype(np.float32))
     item = encoder_sample(load_sample(npz_path))
-    if cache is not None:
-        arrays = {"image": item.image, "joints_uv": item.joints_uv, "labels": item.labels}
-        arrays["dense"] = item.dense.astype(np.float16)
-        with atomic_path(cache) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-    return item
+    if cache is None:
+        return item
+    dense = item.dense.astype(np.float16)
+    with atomic_path(cache) as tmp, open(tmp, "wb") as f:
+        np.savez(f, image=item.image, joints_uv=item.joints_uv, labels=item.labels, dense=dense)
+    # What a later read gets: the first read must not differ from it (exact resumes).
+    return EncoderSample(item.image, item.joints_uv, item.labels, dense.astype(np.float32))
 
 
 def targets_to_batch(images: list[np.ndarray], targets: list[EncoderTargets]) -> dict[str, torch.Tensor]:
@@ -255,15 +256,14 @@ class _Batches:
 
     def __init__(self, files: list[Path], cfg: EncoderTrainConfig, cache_dir: Path):
         self.files, self.cfg, self.cache_dir = files, cfg, cache_dir
-        self.items: dict[int, EncoderSample] = {}
         self.per_epoch = len(files) // cfg.batch_size
         if self.per_epoch < 1:
             raise InputError(f"{len(files)} samples are fewer than one batch of {cfg.batch_size}")
 
     def item(self, index: int) -> EncoderSample:
-        if index not in self.items:
-            self.items[index] = cached_item(self.files[index], self.cache_dir)
-        return self.items[index]
+        # Read from the disk cache every time (~1 MB a sample decoded: thousands of renders
+        # would not fit in memory beside the tests; the OS page cache keeps the files warm).
+        return cached_item(self.files[index], self.cache_dir)
 
     def batch(self, iteration: int) -> dict[str, torch.Tensor]:
         epoch, position = divmod(iteration, self.per_epoch)
