@@ -114,7 +114,8 @@ def test_the_found_hand_read_again_as_the_other_side_is_not_added(scene):
     sample, truth = scene
     right = _found("right", truth["right"])
     options = SecondOpinionOptions()
-    encoder = OracleEncoder(sample, truth, crops_beside(right, options), as_side={"left": "right", "right": "right"})
+    as_side = {"left": "right", "right": "right"}
+    encoder = OracleEncoder(sample, truth, crops_beside(right, options), as_side=as_side)
     h, w = sample.image.shape[:2]
     detection = EncoderSecondOpinion(FixedDetector([right], (w, h)), encoder, options).detect(sample.image)
     assert encoder.calls == len(options.shifts)
@@ -154,7 +155,8 @@ def test_detect_command_with_a_second_opinion(tmp_path, capsys):
     if not image.is_file():
         pytest.skip("../shared/realdata not present")
     out = tmp_path / "kp.json"
-    assert main(["detect", str(image), "--out", str(out), "--second-opinion", str(tmp_path / "no.safetensors")]) == 2
+    missing = tmp_path / "no.safetensors"
+    assert main(["detect", str(image), "--out", str(out), "--second-opinion", str(missing)]) == 2
     assert "encoder file not found" in capsys.readouterr().err
     wrong = Path(__file__).resolve().parents[1] / "resources" / "weights" / "kpts_ref.safetensors"
     assert main(["detect", str(image), "--out", str(out), "--second-opinion", str(wrong)]) == 2

@@ -101,7 +101,8 @@ def score_second_opinion(frames: list[InterHandFrame], encoder, detector) -> Sec
                 if d.frame.joints_cam_m.get(withheld.side) is None:
                     continue
                 scores.left_out += 1
-                scores.left_out_recovered += _judge(_ask(encoder, d.image_rgb, kept, d.detection), d.frame, scores)
+                added = _ask(encoder, d.image_rgb, kept, d.detection)
+                scores.left_out_recovered += _judge(added, d.frame, scores)
     return scores
 
 
