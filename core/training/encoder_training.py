@@ -28,6 +28,8 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -278,6 +280,18 @@ class _Batches:
             targets.append(map_targets(item, self.cfg.heatmap_sigma))
         return targets_to_batch(images, targets)
 
+    def prefetched(self, start: int, stop: int) -> Iterator[dict[str, torch.Tensor]]:
+        """``batch(start)``, ``batch(start + 1)``, ... up to ``stop``, each next one prepared in a
+        thread while the caller trains on the current one (the augmentation is numpy and OpenCV,
+        which release the GIL). Batches are pure functions of the iteration: the same values."""
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(self.batch, start)
+            for iteration in range(start + 1, stop + 1):
+                batch = pending.result()
+                if iteration < stop:
+                    pending = pool.submit(self.batch, iteration)
+                yield batch
+
 
 def _save_state(path: Path, encoder, opt, iteration: int, seconds: float) -> None:
     state = {
@@ -342,18 +356,21 @@ def _log_unrecorded_run(out: Path, iteration: int, seconds: float, samples: int,
     logged = json.loads(lines[-1]) if lines else {"iterations": 0, "total_minutes": 0.0}
     if iteration <= int(logged.get("iterations", 0)):
         return
-    run_minutes = seconds / 60 - float(logged.get("total_minutes", 0.0))
-    _append_run_log(
-        out,
-        {
-            "iterations": iteration,
-            "run_minutes": round(run_minutes, 2),
-            "total_minutes": round(seconds / 60, 2),
-            "stopped_by": "killed (its last checkpoint, recorded when resumed)",
-            "samples": samples,
-            "data": str(cfg.data),
-        },
-    )
+    run_seconds = seconds - 60 * float(logged.get("total_minutes", 0.0))
+    stopped_by = "killed (its last checkpoint, recorded when resumed)"
+    _append_run_log(out, _run_record(iteration, run_seconds, seconds, stopped_by, samples, cfg))
+
+
+def _run_record(iteration: int, run_s: float, total_s: float, stopped_by: str, samples: int, cfg) -> dict:
+    """One line of ``runs.jsonl``: which data, iterations and minutes produced the weights."""
+    return {
+        "iterations": iteration,
+        "run_minutes": round(run_s / 60, 2),
+        "total_minutes": round(total_s / 60, 2),
+        "stopped_by": stopped_by,
+        "samples": samples,
+        "data": str(cfg.data),
+    }
 
 
 def _append_run_log(out: Path, record: dict) -> None:
@@ -389,12 +406,13 @@ def train_encoder(
     def seconds() -> float:
         return seconds_before + time.perf_counter() - t0
 
+    stream = batches.prefetched(iteration, stop_at)
     while iteration < stop_at:
         if time.perf_counter() - t0 + 1.5 * last_step > budget_s:
             stopped_by = "budget"
             break
         step_start = time.perf_counter()
-        metrics = _train_step(encoder, opt, batches.batch(iteration), iteration, cfg)
+        metrics = _train_step(encoder, opt, next(stream), iteration, cfg)
         iteration += 1
         last_step = time.perf_counter() - step_start
         if iteration % cfg.log_every == 0 or iteration == stop_at:
@@ -405,19 +423,10 @@ def train_encoder(
         if iteration % cfg.checkpoint_every == 0:
             _save_state(out / CHECKPOINT_NAME, encoder, opt, iteration, seconds())
             _export(out, encoder, cfg, files, iteration, seconds())
+    stream.close()
     total = seconds()
     _save_state(out / CHECKPOINT_NAME, encoder, opt, iteration, total)
     export = _export(out, encoder, cfg, files, iteration, total)
-    _append_run_log(
-        out,
-        {
-            "iterations": iteration,
-            "run_minutes": round((total - seconds_before) / 60, 2),
-            "total_minutes": round(total / 60, 2),
-            "stopped_by": stopped_by,
-            "samples": len(files),
-            "data": str(cfg.data),
-        },
-    )
+    _append_run_log(out, _run_record(iteration, total - seconds_before, total, stopped_by, len(files), cfg))
     log.plot()
     return EncoderRunResult(iteration, total, total - seconds_before, stopped_by, export, metrics)
