@@ -28,8 +28,6 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -280,18 +278,6 @@ class _Batches:
             targets.append(map_targets(item, self.cfg.heatmap_sigma))
         return targets_to_batch(images, targets)
 
-    def prefetched(self, start: int, stop: int) -> Iterator[dict[str, torch.Tensor]]:
-        """``batch(start)``, ``batch(start + 1)``, ... up to ``stop``, each next one prepared in a
-        thread while the caller trains on the current one (the augmentation is numpy and OpenCV,
-        which release the GIL). Batches are pure functions of the iteration: the same values."""
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(self.batch, start)
-            for iteration in range(start + 1, stop + 1):
-                batch = pending.result()
-                if iteration < stop:
-                    pending = pool.submit(self.batch, iteration)
-                yield batch
-
 
 def _save_state(path: Path, encoder, opt, iteration: int, seconds: float) -> None:
     state = {
@@ -406,13 +392,12 @@ def train_encoder(
     def seconds() -> float:
         return seconds_before + time.perf_counter() - t0
 
-    stream = batches.prefetched(iteration, stop_at)
     while iteration < stop_at:
         if time.perf_counter() - t0 + 1.5 * last_step > budget_s:
             stopped_by = "budget"
             break
         step_start = time.perf_counter()
-        metrics = _train_step(encoder, opt, next(stream), iteration, cfg)
+        metrics = _train_step(encoder, opt, batches.batch(iteration), iteration, cfg)
         iteration += 1
         last_step = time.perf_counter() - step_start
         if iteration % cfg.log_every == 0 or iteration == stop_at:
@@ -423,7 +408,6 @@ def train_encoder(
         if iteration % cfg.checkpoint_every == 0:
             _save_state(out / CHECKPOINT_NAME, encoder, opt, iteration, seconds())
             _export(out, encoder, cfg, files, iteration, seconds())
-    stream.close()
     total = seconds()
     _save_state(out / CHECKPOINT_NAME, encoder, opt, iteration, total)
     export = _export(out, encoder, cfg, files, iteration, total)
