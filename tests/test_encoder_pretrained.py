@@ -224,12 +224,15 @@ def test_tiny_training_resumes_bit_identically_and_stops_at_its_budget(render_fo
     # The loss moved, and the run log names the data and iterations of each run.
     runs = [json.loads(line) for line in (tmp_path / "halves" / "runs.jsonl").read_text().splitlines()]
     assert [r["iterations"] for r in runs] == [2, 4] and runs[0]["samples"] == 4
-    # A run killed after its checkpoints (no log line) is recorded when the next one resumes.
+    # A run killed after its checkpoints (no log line) is recorded when the next one resumes,
+    # with the data it read (from its export), even when the next run reads other data.
     killed = runs[:1]
     (tmp_path / "halves" / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in killed))
-    train_encoder(cfg, tmp_path / "halves", resume=True, progress=False)
+    fewer = _tiny_config(render_folder, coord_weight=0.05, heatmap_fg_weight=10.0, limit=3)
+    train_encoder(fewer, tmp_path / "halves", resume=True, progress=False)
     runs = [json.loads(line) for line in (tmp_path / "halves" / "runs.jsonl").read_text().splitlines()]
     assert [r["iterations"] for r in runs] == [2, 4, 4] and runs[1]["stopped_by"].startswith("killed")
+    assert [r["samples"] for r in runs] == [4, 4, 3]
     budget = train_encoder(cfg, tmp_path / "budget", budget_minutes=1e-4, progress=False)
     assert budget.stopped_by == "budget" and budget.iterations < 4
     assert budget.export_path.is_file()

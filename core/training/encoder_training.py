@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.checkpoints import load_checkpoint, save_checkpoint
+from core.checkpoints import load_checkpoint, read_checkpoint_info, save_checkpoint
 from core.errors import InputError
 from core.io.atomic import atomic_path
 from core.models.config import EncoderConfig
@@ -333,10 +333,11 @@ def _train_step(encoder, opt, batch: dict, iteration: int, cfg: EncoderTrainConf
     return {k: float(v.detach()) for k, v in losses.items()} | {"lr": cfg.lr * factor}
 
 
-def _log_unrecorded_run(out: Path, iteration: int, seconds: float, samples: int, cfg) -> None:
+def _log_unrecorded_run(out: Path, iteration: int, seconds: float, cfg) -> None:
     """A run killed before its end (a session that ended first) wrote checkpoints but no
     ``runs.jsonl`` line: on resume, record what the checkpoint holds, so that the log still
-    says which iterations and minutes produced the weights."""
+    says which iterations and minutes produced the weights. Its data is read from the export
+    written with that checkpoint (the resuming run may read other data)."""
     path = out / RUNS_LOG
     lines = path.read_text().splitlines() if path.is_file() else []
     logged = json.loads(lines[-1]) if lines else {"iterations": 0, "total_minutes": 0.0}
@@ -344,10 +345,17 @@ def _log_unrecorded_run(out: Path, iteration: int, seconds: float, samples: int,
         return
     run_seconds = seconds - 60 * float(logged.get("total_minutes", 0.0))
     stopped_by = "killed (its last checkpoint, recorded when resumed)"
-    _append_run_log(out, _run_record(iteration, run_seconds, seconds, stopped_by, samples, cfg))
+    samples, data = None, None
+    if (out / EXPORT_NAME).is_file():
+        exported = read_checkpoint_info(out / EXPORT_NAME).metadata
+        if exported.get("iterations") == iteration:
+            samples, data = exported.get("samples"), exported.get("data")
+    record = _run_record(iteration, run_seconds, seconds, stopped_by, samples, cfg)
+    _append_run_log(out, record | {"data": data})
 
 
-def _run_record(iteration: int, run_s: float, total_s: float, stopped_by: str, samples: int, cfg) -> dict:
+def _run_record(iteration: int, run_s: float, total_s: float, stopped_by: str, samples: int | None,
+                cfg) -> dict:  # fmt: skip
     """One line of ``runs.jsonl``: which data, iterations and minutes produced the weights."""
     return {
         "iterations": iteration,
@@ -383,7 +391,7 @@ def train_encoder(
     encoder = build_encoder(cfg)
     opt = make_optimizer(encoder, cfg)
     iteration, seconds_before = _restore(out / CHECKPOINT_NAME, encoder, opt, resume)
-    _log_unrecorded_run(out, iteration, seconds_before, len(files), cfg)
+    _log_unrecorded_run(out, iteration, seconds_before, cfg)
     stop_at = min(max_iters or cfg.max_iters, cfg.max_iters)
     log = MetricsLog(out, iteration)
     t0, last_step, stopped_by, metrics = time.perf_counter(), 0.0, "max_iters", {}
