@@ -57,6 +57,8 @@ class ReconstructionRequest:
 
 @dataclass(frozen=True)
 class StageResult:
+    """One stage (preview or final) of a request, as the worker hands it to the GUI thread."""
+
     request_id: int
     frame_index: int
     reconstruction: Reconstruction

@@ -23,6 +23,9 @@ MIN_VIEW_SIDE = 384
 
 @dataclass(frozen=True)
 class View:
+    """A window of the image (``x0``, ``y0``, ``width``, ``height`` in image pixels) resampled
+    by ``scale`` and optionally mirrored, shown to MediaPipe as an image of its own."""
+
     name: str
     x0: float
     y0: float

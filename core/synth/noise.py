@@ -26,16 +26,18 @@ _FINGER_JOINTS = [list(range(1 + 4 * f, 5 + 4 * f)) for f in range(5)]  # mano o
 class KeypointNoise:
     """Strengths of the noise terms (``level`` scales all distances and angles)."""
 
-    level: float = 1.0
+    level: float = 1.0  # multiplies every distance, angle and swap chance below
     jitter_m: tuple[float, float] = (0.002, 0.007)  # per-joint std range (image-plane axes)
-    depth_jitter_factor: float = 1.6
+    depth_jitter_factor: float = 1.6  # the jitter's std along the viewing ray, relative
+    # Whole-finger errors: chance per finger, then a bend about its base (std, degrees) and a
+    # relative change of its length (std).
     finger_error_prob: float = 0.3
     finger_bend_deg: float = 20.0
     finger_scale: float = 0.12
-    hand_rotation_deg: float = 8.0
-    hand_scale: float = 0.06
-    depth_offset_m: float = 0.015
-    swap_prob: float = 0.05
+    hand_rotation_deg: float = 8.0  # std of the whole hand's rotation about its centre
+    hand_scale: float = 0.06  # std of the relative scale about the wrist
+    depth_offset_m: float = 0.015  # std of the slide along the viewing ray
+    swap_prob: float = 0.05  # chance per hand that two neighbouring fingers are swapped
 
 
 def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
