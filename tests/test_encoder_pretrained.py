@@ -286,6 +286,7 @@ def test_encoder_eval_scores_a_perfect_encoder_near_zero(render_folder):
 
     class Oracle(torch.nn.Module):
         calls = 0
+        swap_sides = False
 
         def forward(self, images):
             chosen = targets[self.calls : self.calls + images.shape[0]]
@@ -294,11 +295,17 @@ def test_encoder_eval_scores_a_perfect_encoder_near_zero(render_folder):
             def stack(name):
                 return torch.from_numpy(np.stack([getattr(t, name) for t in chosen]))
 
-            return ImageEncoding(hms=stack("heatmaps"), mask=20 * (stack("masks") - 0.5), dp=stack("dense"),
+            hms = stack("heatmaps").roll(21, dims=1) if self.swap_sides else stack("heatmaps")
+            return ImageEncoding(hms=hms, mask=20 * (stack("masks") - 0.5), dp=stack("dense"),
                                  img_fmaps=[], hms_fmaps=[], dp_fmaps=[])  # fmt: skip
 
     scores = evaluate_encoder(Oracle(), files, batch_size=3)
     assert scores.samples == len(files) and scores.joints > 30 * len(files)
     assert scores.joint_error_px < 0.5 and scores.soft_argmax_error_px < 1.0 and scores.pck > 0.99
     assert scores.mask_iou > 0.85 and scores.dense_l1 < 1e-6
+    assert scores.swapped_share == 0 and scores.unswapped_error_px == pytest.approx(scores.joint_error_px)
     assert "soft-argmax" in scores.table()
+    swapping = Oracle()
+    swapping.swap_sides = True  # every joint read on the other hand: all of the error is the swap
+    swapped = evaluate_encoder(swapping, files, batch_size=3)
+    assert swapped.swapped_share > 0.95 and swapped.joint_error_px > 10

@@ -9,6 +9,9 @@
 * **Masks**: each hand's mask logits upsampled to the crop, thresholded at 0.5, against the
   render's labels: IoU over the whole split (summed intersections / summed unions), per hand.
 * **Dense**: mean L1 of the canonical coordinates on each hand's own pixels (64 px maps).
+* **Side swaps** (a diagnostic): the share of joints read nearer the *other* hand's joint of
+  the same name than their own, i.e. how much of the error is left and right confused rather
+  than a joint badly placed on its own hand; and the mean error of the joints that are not.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ class EncoderScores:
     mask_iou_right: float
     dense_l1: float
     soft_argmax_error_px: float = float("nan")  # the training's soft-argmax read-out instead
+    swapped_share: float = float("nan")  # joints nearer the other hand's same joint
+    unswapped_error_px: float = float("nan")  # mean error of the other joints
 
     @property
     def mask_iou(self) -> float:
@@ -61,13 +66,15 @@ class EncoderScores:
         return "\n".join(
             [
                 "| samples | joints | 2D error (px) | median (px) | PCK@0.05 box "
-                "| mask IoU L / R / mean | dense L1 | soft-argmax 2D error (px) |",
-                "|---|---|---|---|---|---|---|---|",
+                "| mask IoU L / R / mean | dense L1 | soft-argmax 2D error (px) "
+                "| side-swapped joints | error of the others (px) |",
+                "|---|---|---|---|---|---|---|---|---|---|",
                 f"| {self.samples} | {self.joints} | {self.joint_error_px:.2f} "
                 f"| {self.joint_median_px:.2f} | "
                 f"{100 * self.pck:.1f} % | {100 * self.mask_iou_left:.1f} / "
                 f"{100 * self.mask_iou_right:.1f} / {100 * self.mask_iou:.1f} % | {self.dense_l1:.3f} "
-                f"| {self.soft_argmax_error_px:.2f} |",
+                f"| {self.soft_argmax_error_px:.2f} | {100 * self.swapped_share:.1f} % "
+                f"| {self.unswapped_error_px:.2f} |",
             ]
         )
 
@@ -82,7 +89,7 @@ def hand_box_sizes(joints_uv: np.ndarray) -> np.ndarray:
 def evaluate_encoder(
     encoder: torch.nn.Module, files: list[Path], batch_size: int = 8, sigma: float = 1.5
 ) -> EncoderScores:
-    errors, within, soft_errors = [], [], []
+    errors, within, soft_errors, swapped = [], [], [], []
     inter, union = np.zeros(2), np.zeros(2)
     dense_sum, dense_weight = 0.0, 0.0
     for start in range(0, len(files), batch_size):
@@ -98,6 +105,8 @@ def evaluate_encoder(
             err = np.linalg.norm(uv - item.joints_uv, axis=1)
             inside = target.joint_inside
             errors.append(err[inside])
+            other_hand = np.roll(item.joints_uv, 21, axis=0)  # each joint's namesake on the other hand
+            swapped.append((np.linalg.norm(uv - other_hand, axis=1) < err)[inside])
             soft = np.linalg.norm(map_to_crop(soft_xy[b].numpy(), size) - item.joints_uv, axis=1)
             soft_errors.append(soft[inside])
             within.append((err <= PCK_FRACTION * hand_box_sizes(item.joints_uv))[inside])
@@ -109,7 +118,7 @@ def evaluate_encoder(
             weight = np.repeat(target.masks, 3, axis=0)
             dense_sum += float((np.abs(out.dp[b].numpy() - target.dense) * weight).sum())
             dense_weight += float(weight.sum())
-    errors_all = np.concatenate(errors)
+    errors_all, swapped_all = np.concatenate(errors), np.concatenate(swapped)
     iou = inter / np.maximum(union, 1)
     return EncoderScores(
         samples=len(files),
@@ -121,6 +130,8 @@ def evaluate_encoder(
         mask_iou_right=float(iou[1]),
         dense_l1=dense_sum / max(dense_weight, 1.0),
         soft_argmax_error_px=float(np.concatenate(soft_errors).mean()),
+        swapped_share=float(swapped_all.mean()),
+        unswapped_error_px=float(errors_all[~swapped_all].mean()) if (~swapped_all).any() else float("nan"),
     )
 
 
