@@ -195,6 +195,27 @@ def test_flip_swaps_the_hands_and_keeps_joints_on_their_own_hand(render_folder):
         np.testing.assert_allclose(a, b, atol=1e-9)
 
 
+def test_background_dimming_darkens_only_the_background(render_folder):
+    from core.synth.render import LABEL_BACKGROUND
+    from core.synth.samples import load_sample
+
+    item = encoder_sample(load_sample(sorted(render_folder.glob("*.npz"))[2]))
+    still = dict(scale_range=(1.0, 1.0), shift_fraction=0.0, rotation_deg=0.0, brightness=0.0,
+                 contrast=0.0, saturation=0.0, hue_deg=0.0, blur_prob=0.0, noise_sigma=(0.0, 0.0),
+                 jpeg_prob=0.0, grey_prob=0.0)
+    plain = augment(item, np.random.default_rng(3), AugmentConfig(**still))
+    dark = augment(item, np.random.default_rng(3),
+                   AugmentConfig(**still, background_dim_prob=1.0, background_dim_range=(0.1, 0.1)))
+    back = plain.labels == LABEL_BACKGROUND
+    assert back.mean() > 0.2 and (~back).mean() > 0.05
+    fg_plain, fg_dark = plain.image[~back].astype(float), dark.image[~back].astype(float)
+    assert np.abs(fg_dark - fg_plain).max() <= 1  # hands, arms, occluders keep their light
+    ratio = dark.image[back].astype(float).mean() / plain.image[back].astype(float).mean()
+    assert 0.08 < ratio < 0.12
+    np.testing.assert_array_equal(dark.labels, plain.labels)
+    np.testing.assert_allclose(dark.joints_uv, plain.joints_uv)
+
+
 def _tiny_config(folder: Path, **overrides) -> EncoderTrainConfig:
     data = {
         "data": str(folder),

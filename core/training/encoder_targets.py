@@ -21,7 +21,7 @@ import torch
 
 from core.geometry.canonical import canonicalize_hand, posed_m_to_canon_norm
 from core.hand.joints import HAND_SIDES, NUM_JOINTS
-from core.synth.render import LABEL_LEFT, LABEL_RIGHT
+from core.synth.render import LABEL_BACKGROUND, LABEL_LEFT, LABEL_RIGHT
 from core.synth.samples import SynthSample
 
 MAP_SIZE = 64  # side of the encoder's heatmaps, masks and dense maps
@@ -105,6 +105,22 @@ class AugmentConfig:
     # Horizontal flip with the sides swapped: a mirrored left hand is a right hand (HALO
     # canonicalizes left hands x-mirrored, so its dense coordinates carry over unchanged).
     flip_prob: float = 0.0
+    # Dark studio frames (InterHand2.6M's cameras: a lit hand before a near-black room, often
+    # monochrome): with this probability the background pixels, from the render's labels, are
+    # scaled by a factor drawn from ``background_dim_range``; drawn before the photometric
+    # changes, which then act on the whole image alike.
+    background_dim_prob: float = 0.0
+    background_dim_range: tuple[float, float] = (0.05, 0.6)
+
+
+def _dim_background(rng: np.random.Generator, cfg: AugmentConfig, image: np.ndarray,
+                    labels: np.ndarray) -> np.ndarray:
+    if cfg.background_dim_prob <= 0 or rng.random() >= cfg.background_dim_prob:  # no draw when off
+        return image
+    factor = float(rng.uniform(*cfg.background_dim_range))
+    out = image.astype(np.float32)
+    out[labels == LABEL_BACKGROUND] *= factor
+    return np.clip(out, 0, 255).astype(np.uint8)
 
 
 def _affine(rng: np.random.Generator, cfg: AugmentConfig, size: int) -> np.ndarray:
@@ -151,6 +167,7 @@ def augment(item: EncoderSample, rng: np.random.Generator, cfg: AugmentConfig) -
     uv = (item.joints_uv - 0.5) @ matrix[:, :2].T + matrix[:, 2] + 0.5
     if cfg.flip_prob > 0 and rng.random() < cfg.flip_prob:  # no draw when off: older runs replay
         image, labels, dense, uv = flip_sides(image, labels, dense, uv)
+    image = _dim_background(rng, cfg, image, labels)
     return EncoderSample(_photometric(rng, cfg, image), uv, labels, dense)
 
 
