@@ -34,7 +34,7 @@ def case():
         context = net.encode_anchors(features, anchors, hands, cam_K)
         for side in HAND_SIDES:
             init = net.init_occupancy(features, side, hands[side], points[side])
-            geometry = net.query_geometry(features, context, side, hands[side], cam_K, points[side])
+            geometry = net.query_geometry(features, context, side, hands[side], points[side])
             query_input = net.query_input(geometry, init)
             out[f"{side}_init_occ"] = init
             out[f"{side}_geometry"] = geometry
@@ -114,7 +114,7 @@ def test_golden_ref_occ_forward_with_penetration_path(case):
 def test_golden_ref_occ_query_reuses_given_init_occ(case):
     net, side = case["net"], "right"
     p = case["points"][side][:, :300]
-    args = (case["features"], case["context"], side, case["hands"][side], case["cam_K"])
+    args = (case["features"], case["context"], side, case["hands"][side])
     with torch.no_grad():
         computed = net.query(*args, p)
         given = net.query(*args, p, init_occ=case[f"{side}_init_occ"][:, :300])
@@ -136,7 +136,7 @@ def test_ref_occ_clean_penetration_path_maps_points_between_hands(case):
         "left",
     )
     torch.testing.assert_close(camera_to_canonical(cam, hands["left"], "left", 0.4), p, atol=2e-5, rtol=0)
-    args = (case["features"], case["context"], "left", hands, case["cam_K"], case["points"])
+    args = (case["features"], case["context"], "left", hands, case["points"])
     with torch.no_grad():
         clean = net.penetration_occupancy(*args, reference_quirks=False)
         quirky = net.penetration_occupancy(*args, reference_quirks=True)
@@ -147,7 +147,7 @@ def test_ref_occ_clean_penetration_path_maps_points_between_hands(case):
             case["points"]["right"], right.root_rot_mat, right.root_xyz, right.cam_R, right.cam_T, "right"
         )
         p_in_left = camera_to_canonical(cam_r, hands["left"], "left", 0.4)
-        direct = net.query(case["features"], case["context"], "left", hands["left"], case["cam_K"], p_in_left)
+        direct = net.query(case["features"], case["context"], "left", hands["left"], p_in_left)
     torch.testing.assert_close(clean, direct, atol=1e-4, rtol=0)
     assert (clean - quirky).abs().max() > 0.05
 
@@ -168,7 +168,7 @@ def test_ref_occ_gradients_reach_r_but_not_frozen_i(case):
     features = case["features"]  # computed without gradients (image encoders not trained here)
     context = net.encode_anchors(features, case["anchors"], case["hands"], case["cam_K"])
     p = case["points"][side][:, :64]
-    occ = net.query(features, context, side, case["hands"][side], case["cam_K"], p)
+    occ = net.query(features, context, side, case["hands"][side], p)
     occ.sum().backward()
     for name in ("trans_enc.enc_sdf.weight", "trans_dec.fc_out.weight", "context_enc.0.weight"):
         grad = net.get_parameter(name).grad

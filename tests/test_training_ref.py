@@ -92,7 +92,7 @@ def test_cached_tail_equals_r_through_the_engine(shipped_ref, sample):
                 init = job.backend.init_occupancy(job.features, job.frames[s], pts, False)
                 hand = job.frames[s].network_inputs(torch.device("cpu"))
                 direct = net.query(
-                    job.features.ref, job.anchor_context, s, hand, job.features.cam_K,
+                    job.features.ref, job.anchor_context, s, hand,
                     torch.as_tensor(pts, dtype=torch.float32)[None], torch.as_tensor(init)[None],
                     return_logits=True,
                 )[0, :, 0].numpy()  # fmt: skip

@@ -200,7 +200,7 @@ class Im2HandsBackend:
         p = torch.as_tensor(points_box, dtype=torch.float32, device=self.device)[None]
         init = torch.as_tensor(init_occ, dtype=torch.float32, device=self.device)[None]
         with autocast(self.device, half):
-            occ = self.ref.query(features.ref, context, hand.side, inputs, features.cam_K, p, init_occ=init)
+            occ = self.ref.query(features.ref, context, hand.side, inputs, p, init_occ=init)
         return occ[0].float().cpu().numpy()
 
 

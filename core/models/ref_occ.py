@@ -97,8 +97,11 @@ class AnchorContext:
 
     ``centre`` is the bbox centre (camera frame, y/z negated, metres) subtracted from every
     anchor and query coordinate; ``encodings[side].z`` is the encoder's own latent and
-    ``z_ctx[side]`` the fused one used by the decoder."""
+    ``z_ctx[side]`` the fused one used by the decoder. ``cam_K`` is the crop intrinsics the
+    anchors were projected with; every query of this context samples pixels through it too,
+    so it is kept here rather than passed again (and possibly differently) to each query."""
 
+    cam_K: torch.Tensor  # (B, 3, 3)
     centre: torch.Tensor  # (B, 3)
     encoder_inputs: dict[str, torch.Tensor]  # side -> (B, 512, 37)
     encodings: dict[str, AnchorEncoding]
@@ -250,7 +253,7 @@ class RefOccNet(nn.Module):
             "left": self.fuse_context(z["left"], z["right"], features.img_global),
             "right": self.fuse_context(z["right"], z["left"], features.img_global),
         }
-        return AnchorContext(centre, inputs, encodings, z_ctx)
+        return AnchorContext(cam_K, centre, inputs, encodings, z_ctx)
 
     # --- stage 3: queries ----------------------------------------------------------------
     def init_occupancy(
@@ -266,7 +269,6 @@ class RefOccNet(nn.Module):
         context: AnchorContext,
         side: str,
         hand: HandInputs,
-        cam_K: torch.Tensor,
         p: torch.Tensor,
     ) -> torch.Tensor:
         """[network-frame xyz (3), pixel feature (32)] (B, N, 35) of canonical points p."""
@@ -275,7 +277,7 @@ class RefOccNet(nn.Module):
             self.cfg.global_scale,
         )  # fmt: skip
         xyz = camera_to_network_frame(cam) - context.centre.unsqueeze(1)
-        return torch.cat([xyz, sample_pixel_features(features.feature_map, cam, cam_K)], dim=-1)
+        return torch.cat([xyz, sample_pixel_features(features.feature_map, cam, context.cam_K)], dim=-1)
 
     def query_input(self, geometry: torch.Tensor, init_occ: torch.Tensor) -> torch.Tensor:
         """Decoder input (B, N, 67) = [geometry (35), I's occupancy repeated 32 times]."""
@@ -291,7 +293,6 @@ class RefOccNet(nn.Module):
         context: AnchorContext,
         side: str,
         hand: HandInputs,
-        cam_K: torch.Tensor,
         p: torch.Tensor,
         init_occ: torch.Tensor | None = None,
         return_logits: bool = False,
@@ -309,7 +310,7 @@ class RefOccNet(nn.Module):
             init_occ = self.init_occupancy(features, side, hand, p)
         elif tuple(init_occ.shape) != tuple(p.shape[:2]):
             raise InputError(f"init_occ must have shape {tuple(p.shape[:2])}, got {tuple(init_occ.shape)}")
-        geometry = self.query_geometry(features, context, side, hand, cam_K, p)
+        geometry = self.query_geometry(features, context, side, hand, p)
         query_input = self.query_input(geometry, init_occ.to(geometry.dtype))
         logits = self.decode(query_input, context.decoder_encoding(side))
         return logits if return_logits else torch.sigmoid(logits[..., 0])
@@ -321,7 +322,6 @@ class RefOccNet(nn.Module):
         context: AnchorContext,
         side: str,
         hands: dict[str, HandInputs],
-        cam_K: torch.Tensor,
         points: dict[str, torch.Tensor],
         other_geometry: torch.Tensor | None = None,
         reference_quirks: bool | None = None,
@@ -334,7 +334,7 @@ class RefOccNet(nn.Module):
         through the camera frame before I evaluates them, and the fused latent is used."""
         other = "right" if side == "left" else "left"
         if other_geometry is None:
-            other_geometry = self.query_geometry(features, context, other, hands[other], cam_K, points[other])
+            other_geometry = self.query_geometry(features, context, other, hands[other], points[other])
         if reference_quirks is None:
             reference_quirks = self.cfg.reference_pen_quirks
         if reference_quirks:
@@ -403,12 +403,12 @@ class RefOccNet(nn.Module):
         out, geometry = {}, {}
         for side in HAND_SIDES:
             init = self.init_occupancy(features, side, hands[side], points[side])
-            geometry[side] = self.query_geometry(features, context, side, hands[side], cam_K, points[side])
+            geometry[side] = self.query_geometry(features, context, side, hands[side], points[side])
             logits = self.decode(self.query_input(geometry[side], init), context.decoder_encoding(side))
             out[side] = torch.sigmoid(logits[..., 0])
         if pen:
             for side, other in (("left", "right"), ("right", "left")):
                 out[f"{side}_at_{other}"] = self.penetration_occupancy(
-                    features, context, side, hands, cam_K, points, geometry[other]
+                    features, context, side, hands, points, geometry[other]
                 )
         return out

@@ -133,7 +133,7 @@ def _decoder_inputs(
         )
         p = camera_to_canonical(cam, hand_d, d, net.cfg.global_scale)
     occ = backend.init_occupancy(feats, frames[d], p[0].cpu().numpy(), False)  # as the engine runs I
-    geometry = net.query_geometry(feats.ref, context, d, hand_d, feats.cam_K, p)
+    geometry = net.query_geometry(feats.ref, context, d, hand_d, p)
     attended = net.trans_dec.ct1(geometry[..., :3], context.decoder_encoding(d))
     return {"attended": attended[0].cpu().numpy(), "pixel": geometry[0, :, 3:].cpu().numpy(), "occ_init": occ}
 
