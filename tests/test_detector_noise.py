@@ -117,6 +117,32 @@ def test_zero_magnitudes_and_disabled_are_the_identity(hand):
     np.testing.assert_array_equal(dn.detector_noise_hand(hand, np.random.default_rng(1), off), hand)
 
 
+def test_item_share_mixes_detector_terms_with_the_plain_jitter(sample):
+    from core.synth.noise import perturb_keypoints
+
+    deep = only(depth_offset_sd_mm=300.0)  # an unmistakable wrist depth change
+    truth = sample.keypoints
+    # The share below 1: each item either gets the terms or is the plain jitter, exactly.
+    mixed = dn.DetectorNoise(**{**ONLY, "depth_offset_sd_mm": 300.0, "item_share": 0.3})
+    with_terms = 0
+    for seed in range(200):
+        got = dn.training_noise(truth, np.random.default_rng(seed), mixed)
+        rng = np.random.default_rng(seed)
+        rng.random()  # the share draw
+        plain = perturb_keypoints(truth, rng, None)
+        if np.allclose(got.right, plain.right) and np.allclose(got.left, plain.left):
+            continue
+        with_terms += 1
+    assert 0.22 < with_terms / 200 < 0.38
+    # At share 1 there is no extra draw: the stream is the one before the option existed.
+    a = dn.training_noise(truth, np.random.default_rng(7), deep)
+    rng = np.random.default_rng(7)
+    jittered = perturb_keypoints(truth, rng, dn.JITTER_BESIDE_DETECTOR_NOISE)
+    np.testing.assert_array_equal(a.right, dn.apply_detector_noise(jittered, rng, deep).right)
+    with pytest.raises(ValueError, match="item_share"):
+        dn.DetectorNoise(item_share=1.5)
+
+
 def test_drawn_magnitudes_follow_the_config(hand):
     """Over many draws the depth step, scale and rotation have the configured spread and the
     swaps and collapses their configured rates."""

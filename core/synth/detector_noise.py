@@ -69,6 +69,11 @@ class DetectorNoise:
     keypoint noise"; the 4 real InterHand2.6M hands were a cross-check only."""
 
     enabled: bool = True
+    # Share (0..1) of training items whose two hands get these terms; the others keep the
+    # plain jitter. Below 1, K also sees the benchmark's noise (the stored jitter of
+    # ``python main.py evaluate --data synthetic:...``) and need not trade one for the other.
+    # At 1 (the default) no extra random number is drawn, so earlier runs replay unchanged.
+    item_share: float = 1.0
     # Depth offset d ~ N(mean, sd), millimetres, of the wrist. Measured: the wrist depth error
     # left after the scale term (``depth_offset_unexplained_mm``), sd 138 mm (the raw wrist
     # depth error: sd 147 mm; real frames: 76 / 81 mm).
@@ -110,7 +115,8 @@ class DetectorNoise:
         for name in sizes:
             if getattr(self, name) < 0:
                 raise ValueError(f"detector_noise.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("swap_prob_per_hand", "failed_finger_prob", "failed_finger_straight_share"):
+        shares = ("item_share", "swap_prob_per_hand", "failed_finger_prob", "failed_finger_straight_share")
+        for name in shares:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"detector_noise.{name} must lie in [0, 1], got {getattr(self, name)}")
 
@@ -266,6 +272,14 @@ def detector_noise_hand(joints_m: np.ndarray, rng: np.random.Generator, noise: D
     return j
 
 
+def draws_detector_terms(rng: np.random.Generator, noise: DetectorNoise | None) -> bool:
+    """Whether this training item gets the detector-like terms (``enabled`` and, below an
+    ``item_share`` of 1, a draw)."""
+    if noise is None or not noise.enabled:
+        return False
+    return noise.item_share >= 1.0 or bool(rng.random() < noise.item_share)
+
+
 def apply_detector_noise(
     keypoints: TwoHandKeypoints, rng: np.random.Generator, noise: DetectorNoise
 ) -> TwoHandKeypoints:
@@ -282,6 +296,6 @@ def training_noise(
     """K's fresh training input from the truth (``renoise``): the jitter of
     :mod:`core.synth.noise`, then, with ``noise`` on, the detector-like terms (the jitter then
     without its own whole-hand terms, see ``JITTER_BESIDE_DETECTOR_NOISE``)."""
-    on = noise is not None and noise.enabled
+    on = draws_detector_terms(rng, noise)
     jittered = perturb_keypoints(keypoints, rng, JITTER_BESIDE_DETECTOR_NOISE if on else None)
     return apply_detector_noise(jittered, rng, noise) if on else jittered

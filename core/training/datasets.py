@@ -34,7 +34,12 @@ import torch
 from core.engine.image_input import crop_for_keypoints, make_network_crop
 from core.errors import InputError
 from core.hand.joints import HAND_SIDES, MANO_WRIST
-from core.synth.detector_noise import DetectorNoise, apply_detector_noise, training_noise
+from core.synth.detector_noise import (
+    DetectorNoise,
+    apply_detector_noise,
+    draws_detector_terms,
+    training_noise,
+)
 from core.synth.samples import OccupancySamples, SynthConfig, SynthSample, generate_sample, surface_points
 from core.types import Camera, HandMesh, TwoHandKeypoints
 
@@ -148,7 +153,8 @@ def sample_item(sample: SynthSample, spec: ItemSpec, rng: np.random.Generator) -
     """The training view of one synthetic sample (see the module docstring for the keys)."""
     if spec.renoise:  # fresh jitter (+ detector-like terms) from the truth
         noisy_keypoints = training_noise(sample.keypoints, rng, spec.detector_noise)
-    elif spec.adds_detector_noise:  # detector-like terms on top of the stored noisy keypoints
+    elif spec.adds_detector_noise and draws_detector_terms(rng, spec.detector_noise):
+        # detector-like terms on top of the stored noisy keypoints
         noisy_keypoints = apply_detector_noise(sample.noisy_keypoints, rng, spec.detector_noise)
     else:
         noisy_keypoints = sample.noisy_keypoints
