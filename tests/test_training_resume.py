@@ -81,6 +81,46 @@ def test_resume_continues_identically(network, data_dir, tmp_path):
     assert (half_dir / METRICS_PNG).stat().st_size > 1000
 
 
+def test_a_budgeted_run_stops_cleanly_and_the_next_goes_on_identically(data_dir, tmp_path, monkeypatch):
+    """--budget-minutes for K/I/R/HALO: the run stops before the step that would overrun,
+    saves there, logs itself in runs.jsonl, and a resumed run ends bit-identical to a straight
+    one. A run killed after its checkpoint is logged when the next run resumes it."""
+    from core.training import trainer
+    from core.training.run_log import read_run_log
+
+    assert not trainer._over_budget(9.0, 1.0, 11.0, trainer.DistInfo())  # 9 + 1.5 x 1 <= 11
+    assert trainer._over_budget(10.0, 1.0, 11.0, trainer.DistInfo())
+    cfg = tiny("halo", data_dir, max_iters=4, batch_size=2, checkpoint_every=100)
+    straight = train(cfg, tmp_path / "straight", progress=False)
+
+    checks = []
+
+    def after_two_steps(run_s, last_step_s, budget_s, info):
+        checks.append(budget_s)
+        return len(checks) > 2
+
+    monkeypatch.setattr(trainer, "_over_budget", after_two_steps)
+    out = tmp_path / "budgeted"
+    first = train(cfg, out, budget_minutes=30, progress=False)
+    assert (first.iterations, first.stopped_by) == (2, "budget") and checks[0] == 1800.0
+    assert torch.load(out / CHECKPOINT_NAME, weights_only=True)["iteration"] == 2
+    monkeypatch.undo()
+    second = train(cfg, out, resume=True, progress=False)
+    assert (second.iterations, second.stopped_by) == (4, "max_iters")
+    _assert_identical(_weights(second.export_path), _weights(straight.export_path))
+    runs = read_run_log(out)
+    summary = [(r["iterations"], r["stopped_by"], r["samples"]) for r in runs]
+    assert summary == [(2, "budget", 3), (4, "max_iters", 3)]
+    assert runs[0]["data"]["path"] == str(data_dir) and runs[1]["total_minutes"] >= runs[0]["total_minutes"]
+    # Killed at 4 (no line): the next run records it from its checkpoint and export first.
+    (out / "runs.jsonl").write_text(json.dumps(runs[0]) + "\n")
+    longer = tiny("halo", data_dir, max_iters=5, batch_size=2, checkpoint_every=100)
+    train(longer, out, resume=True, progress=False)
+    runs = read_run_log(out)
+    assert [r["iterations"] for r in runs] == [2, 4, 5]
+    assert runs[1]["stopped_by"].startswith("killed") and runs[1]["samples"] == 3
+
+
 def test_training_lowers_the_loss_on_a_fixed_batch(data_dir, tmp_path):
     """The HALO recipe learns: 30 steps on one sample cut its occupancy MSE."""
     cfg = tiny("halo", data_dir, max_iters=30, batch_size=1, log_every=5, data={

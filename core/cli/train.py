@@ -4,9 +4,11 @@
 Trains one network (a key of ``core.training.recipes.RECIPE_MODULES``: kpts, init, ref,
 halo) with its recipe in :mod:`core.training.recipes` and the loop of
 :mod:`core.training.trainer`; ``encoder`` trains the shared image encoder on its own
-(:mod:`core.training.encoder_training`: its own loop with a time budget, config section
-``encoder``, see configs/encoder.json). CONFIG is a JSON file with a ``common`` section and one
-section per network (see ``configs/shipped.json``); ``init_from`` paths are relative to DIR.
+(:mod:`core.training.encoder_training`: its own loop, config section ``encoder``, see
+configs/encoder.json). Every network takes ``--budget-minutes``: the run stops cleanly
+(checkpoint + weights + a ``runs.jsonl`` line) and the next ``--resume`` goes on from there.
+CONFIG is a JSON file with a ``common`` section and one section per network (see
+``configs/shipped.json``); ``init_from`` paths are relative to DIR.
 Under ``torchrun`` the same command trains on every process (DistributedDataParallel)."""
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from core.errors import InputError
 from core.training.recipes import RECIPE_MODULES
 
-# The encoder campaign has its own loop (budgeted, no Recipe): one more choice.
+# The encoder campaign has its own loop (no Recipe): one more choice.
 NETWORK_CHOICES = (*RECIPE_MODULES, "encoder")
 
 
@@ -36,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--budget-minutes",
         type=float,
         default=None,
-        help="encoder only: stop cleanly (checkpoint + weights) before this many minutes pass",
+        help="stop cleanly (checkpoint + weights) before this many minutes pass; --resume goes on",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -97,11 +99,12 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--budget-minutes must be positive")
     if args.network == "encoder":
         return run_encoder(args)
-    if args.budget_minutes is not None:
-        raise InputError("--budget-minutes is for the encoder campaign (train encoder)")
     cfg = load_config(args.config, args.network)
-    result = train(cfg, args.out, resume=args.resume, max_iters=args.max_iters, progress=not args.no_progress)
+    result = train(cfg, args.out, resume=args.resume, max_iters=args.max_iters,
+                   budget_minutes=args.budget_minutes, progress=not args.no_progress)  # fmt: skip
     metrics = ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items())
-    print(f"trained {args.network} for {result.iterations} iterations ({result.seconds:.0f} s): {metrics}")
+    stop = "" if result.stopped_by == "max_iters" else f", stopped by its {result.stopped_by}"
+    done = f"{result.iterations} iterations ({result.seconds:.0f} s{stop})"
+    print(f"trained {args.network} for {done}: {metrics}")
     print(f"weights: {result.export_path}\ncheckpoint: {result.checkpoint_path}")
     return 0

@@ -25,7 +25,6 @@ strong augmentation, budgeted and exactly resumable runs (a CPU campaign, run af
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -51,12 +50,12 @@ from core.training.encoder_targets import (
     encoder_sample,
     map_targets,
 )
+from core.training.run_log import append_run_log, log_unrecorded_run, run_record
 from core.training.run_schedule import RunSchedule
 from core.training.trainer import DistInfo, MetricsLog, epoch_batches, rng_state, set_rng_state
 
 EXPORT_NAME = "image_encoder.safetensors"
 CHECKPOINT_NAME = "checkpoint.pt"
-RUNS_LOG = "runs.jsonl"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -333,43 +332,15 @@ def _train_step(encoder, opt, batch: dict, iteration: int, cfg: EncoderTrainConf
     return {k: float(v.detach()) for k, v in losses.items()} | {"lr": cfg.lr * factor}
 
 
-def _log_unrecorded_run(out: Path, iteration: int, seconds: float, cfg) -> None:
-    """A run killed before its end (a session that ended first) wrote checkpoints but no
-    ``runs.jsonl`` line: on resume, record what the checkpoint holds, so that the log still
-    says which iterations and minutes produced the weights. Its data is read from the export
-    written with that checkpoint (the resuming run may read other data)."""
-    path = out / RUNS_LOG
-    lines = path.read_text().splitlines() if path.is_file() else []
-    logged = json.loads(lines[-1]) if lines else {"iterations": 0, "total_minutes": 0.0}
-    if iteration <= int(logged.get("iterations", 0)):
-        return
-    run_seconds = seconds - 60 * float(logged.get("total_minutes", 0.0))
-    stopped_by = "killed (its last checkpoint, recorded when resumed)"
+def _log_unrecorded_run(out: Path, iteration: int, seconds: float) -> None:
+    """See :func:`core.training.run_log.log_unrecorded_run`; the killed run's data is read
+    from the export written with its checkpoint."""
     samples, data = None, None
     if (out / EXPORT_NAME).is_file():
         exported = read_checkpoint_info(out / EXPORT_NAME).metadata
         if exported.get("iterations") == iteration:
             samples, data = exported.get("samples"), exported.get("data")
-    record = _run_record(iteration, run_seconds, seconds, stopped_by, samples, cfg)
-    _append_run_log(out, record | {"data": data})
-
-
-def _run_record(iteration: int, run_s: float, total_s: float, stopped_by: str, samples: int | None,
-                cfg) -> dict:  # fmt: skip
-    """One line of ``runs.jsonl``: which data, iterations and minutes produced the weights."""
-    return {
-        "iterations": iteration,
-        "run_minutes": round(run_s / 60, 2),
-        "total_minutes": round(total_s / 60, 2),
-        "stopped_by": stopped_by,
-        "samples": samples,
-        "data": str(cfg.data),
-    }
-
-
-def _append_run_log(out: Path, record: dict) -> None:
-    with open(out / RUNS_LOG, "a") as f:
-        f.write(json.dumps(record | {"ended": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+    log_unrecorded_run(out, iteration, seconds, samples, data)
 
 
 def train_encoder(
@@ -391,7 +362,7 @@ def train_encoder(
     encoder = build_encoder(cfg)
     opt = make_optimizer(encoder, cfg)
     iteration, seconds_before = _restore(out / CHECKPOINT_NAME, encoder, opt, resume)
-    _log_unrecorded_run(out, iteration, seconds_before, cfg)
+    _log_unrecorded_run(out, iteration, seconds_before)
     stop_at = min(max_iters or cfg.max_iters, cfg.max_iters)
     log = MetricsLog(out, iteration)
     t0, last_step, stopped_by, metrics = time.perf_counter(), 0.0, "max_iters", {}
@@ -419,6 +390,7 @@ def train_encoder(
     total = seconds()
     _save_state(out / CHECKPOINT_NAME, encoder, opt, iteration, total)
     export = _export(out, encoder, cfg, files, iteration, total)
-    _append_run_log(out, _run_record(iteration, total - seconds_before, total, stopped_by, len(files), cfg))
+    record = run_record(iteration, total - seconds_before, total, stopped_by, len(files), str(cfg.data))
+    append_run_log(out, record)
     log.plot()
     return EncoderRunResult(iteration, total, total - seconds_before, stopped_by, export, metrics)

@@ -11,8 +11,12 @@ resume, a progress bar, a metrics CSV and its plot, and multi-process training.
   gloo on CPUs), the loss module is wrapped in ``DistributedDataParallel``, each rank reads
   its own share of every epoch through a ``DistributedSampler``, and only rank 0 logs and
   saves. The batch size in the config is per process.
+* **Budget** (``budget_minutes``): the run stops before a step that would end past its
+  budget, saves its checkpoint and export, and a later ``resume=True`` run goes on from there
+  exactly as if it had not stopped (a CPU campaign spread over sessions).
 * Outputs in ``<out>``: ``checkpoint.pt`` (resume), ``<network>.safetensors`` (our format:
-  the trained network, its config and training metadata), ``metrics.csv``, ``metrics.png``.
+  the trained network, its config and training metadata), ``metrics.csv``, ``metrics.png``,
+  ``runs.jsonl`` (:mod:`core.training.run_log`: one line per run: data, iterations, minutes).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from core.checkpoints import OUR_SUFFIX
+from core.checkpoints import OUR_SUFFIX, read_checkpoint_info
 from core.engine.backends import resolve_device
 from core.errors import TrainConfigError
 from core.io.atomic import atomic_path
@@ -39,6 +43,7 @@ from core.training.datasets import dataset_from_spec
 from core.training.recipes import make_recipe
 from core.training.recipes.base import Recipe
 from core.training.recipes.config import TrainConfig
+from core.training.run_log import append_run_log, log_unrecorded_run, run_record
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_CSV = "metrics.csv"
@@ -209,6 +214,28 @@ class TrainResult:
     metrics: dict
     export_path: Path
     checkpoint_path: Path
+    stopped_by: str = "max_iters"  # or "budget"
+    run_seconds: float = 0.0  # this run's share of ``seconds``
+
+
+def _killed_run_data(export_path: Path, iteration: int) -> tuple[int | None, object]:
+    """Samples and data of the run that exported ``export_path`` at ``iteration`` (None when
+    that export is of another iteration or unreadable)."""
+    try:
+        meta = read_checkpoint_info(export_path).metadata
+    except Exception:  # noqa: BLE001 - a missing or foreign export only loses the detail
+        return None, None
+    if meta.get("iteration") != iteration:
+        return None, None
+    return meta.get("samples"), meta.get("data")
+
+
+def _over_budget(run_s: float, last_step_s: float, budget_s: float, info: DistInfo) -> bool:
+    """Whether the next step would end past the budget; every process takes rank 0's word."""
+    stop = torch.tensor([1.0 if run_s + 1.5 * last_step_s > budget_s else 0.0])
+    if info.enabled:
+        dist.broadcast(stop, src=0)
+    return bool(stop.item())
 
 
 def _save_checkpoint(path: Path, net, opt, sched, iteration: int, cfg: TrainConfig, seconds: float) -> None:
@@ -239,11 +266,13 @@ def train(
     *,
     resume: bool = False,
     max_iters: int | None = None,
+    budget_minutes: float | None = None,
     progress: bool = True,
 ) -> TrainResult:
     """Train ``cfg.network`` into ``out_dir`` (see the module docstring).
 
     Long: setup, resume, the epoch loop and checkpoints share a dozen locals."""
+    run_start = time.perf_counter()  # the budget counts set-up (K's feature cache) too
     out_dir = Path(out_dir)
     total_iters = int(max_iters if max_iters is not None else cfg.max_iters)
     info = setup_distributed(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
@@ -273,6 +302,9 @@ def train(
         sched.load_state_dict(state["scheduler"])
         start, seconds_before = int(state["iteration"]), float(state.get("seconds", 0.0))
         set_rng_state(state["rng"])
+        if info.is_main:
+            samples, data = _killed_run_data(out_dir / f"{recipe.network_name}{OUR_SUFFIX}", start)
+            log_unrecorded_run(out_dir, start, seconds_before, samples, data)
     # the recipe may wrap the dataset with what it derives from the built model (K's feature
     # cache): the main process first, the others then read what it wrote
     if info.is_main:
@@ -304,15 +336,22 @@ def train(
     def elapsed() -> float:
         return seconds_before + time.perf_counter() - t0
 
+    saved_at = start if resume and ckpt_path.is_file() else None
+
     def save() -> None:
+        nonlocal saved_at
+        saved_at = it
         if not info.is_main:
             return
         _save_checkpoint(ckpt_path, net, opt, sched, it, cfg, elapsed())
-        metadata = {"iteration": it, "train_seconds": round(elapsed(), 1), "train_config": cfg.flat()}
+        metadata = {"iteration": it, "train_seconds": round(elapsed(), 1), "train_config": cfg.flat(),
+                    "samples": len(dataset), "data": cfg.data}  # fmt: skip
         recipe.export(net, export_path, metadata)
         log.plot()
 
-    while it < total_iters:
+    budget_s = None if budget_minutes is None else 60.0 * budget_minutes
+    stopped_by, last_step, step_start = "max_iters", 0.0, time.perf_counter()
+    while it < total_iters and stopped_by == "max_iters":
         epoch, position = divmod(it, per_epoch)
         batches = epoch_batches(len(dataset), cfg.batch_size, cfg.seed, epoch, info)[position:]
         loader = torch.utils.data.DataLoader(
@@ -322,6 +361,11 @@ def train(
             generator=torch.Generator().manual_seed(cfg.seed + epoch),  # leaves the global RNG alone
         )
         for batch in loader:
+            run_s = time.perf_counter() - run_start
+            if budget_s is not None and _over_budget(run_s, last_step, budget_s, info):
+                stopped_by = "budget"
+                break
+            step_start = time.perf_counter()
             loss_module.train()
             loss, metrics = loss_module(batch, device)
             opt.zero_grad(set_to_none=True)
@@ -329,6 +373,7 @@ def train(
             opt.step()
             sched.step()
             it += 1
+            last_step = time.perf_counter() - step_start
             window.append(metrics)
             if bar is not None:
                 bar.update(1)
@@ -345,8 +390,14 @@ def train(
                 break
     if bar is not None:
         bar.close()
+    if stopped_by == "budget" and saved_at != it:
+        save()  # the budget's stop point, unless a checkpoint holds it already
     if start >= total_iters and info.is_main and not export_path.is_file():
         save()
+    total = elapsed()
+    if info.is_main and it > start:
+        record = run_record(it, total - seconds_before, total, stopped_by, len(dataset), cfg.data)
+        append_run_log(out_dir, record)
     if info.enabled:
         dist.barrier()
-    return TrainResult(it, elapsed(), last_metrics, export_path, ckpt_path)
+    return TrainResult(it, total, last_metrics, export_path, ckpt_path, stopped_by, total - seconds_before)
