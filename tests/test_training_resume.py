@@ -95,7 +95,7 @@ def test_a_budgeted_run_stops_cleanly_and_the_next_goes_on_identically(data_dir,
 
     checks = []
 
-    def after_two_steps(run_s, last_step_s, budget_s, info):
+    def after_two_steps(run_s, last_step_s, budget_s, info, device=None):
         checks.append(budget_s)
         return len(checks) > 2
 

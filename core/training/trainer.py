@@ -230,11 +230,15 @@ def _killed_run_data(export_path: Path, iteration: int) -> tuple[int | None, obj
     return meta.get("samples"), meta.get("data")
 
 
-def _over_budget(run_s: float, last_step_s: float, budget_s: float, info: DistInfo) -> bool:
-    """Whether the next step would end past the budget; every process takes rank 0's word."""
-    stop = torch.tensor([1.0 if run_s + 1.5 * last_step_s > budget_s else 0.0])
-    if info.enabled:
-        dist.broadcast(stop, src=0)
+def _over_budget(run_s: float, last_step_s: float, budget_s: float, info: DistInfo,
+                 device: torch.device | None = None) -> bool:  # fmt: skip
+    """Whether the next step would end past the budget; every process takes rank 0's word
+    (the flag lives on the training ``device``: NCCL broadcasts CUDA tensors only)."""
+    over = run_s + 1.5 * last_step_s > budget_s
+    if not info.enabled:
+        return over
+    stop = torch.tensor([1.0 if over else 0.0], device=device)
+    dist.broadcast(stop, src=0)
     return bool(stop.item())
 
 
@@ -350,7 +354,7 @@ def train(
         log.plot()
 
     budget_s = None if budget_minutes is None else 60.0 * budget_minutes
-    stopped_by, last_step, step_start = "max_iters", 0.0, time.perf_counter()
+    stopped_by, last_step = "max_iters", 0.0
     while it < total_iters and stopped_by == "max_iters":
         epoch, position = divmod(it, per_epoch)
         batches = epoch_batches(len(dataset), cfg.batch_size, cfg.seed, epoch, info)[position:]
@@ -362,7 +366,7 @@ def train(
         )
         for batch in loader:
             run_s = time.perf_counter() - run_start
-            if budget_s is not None and _over_budget(run_s, last_step, budget_s, info):
+            if budget_s is not None and _over_budget(run_s, last_step, budget_s, info, device):
                 stopped_by = "budget"
                 break
             step_start = time.perf_counter()
