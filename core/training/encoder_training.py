@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.checkpoints import load_checkpoint, read_checkpoint_info, save_checkpoint
+from core.checkpoints import load_checkpoint, save_checkpoint
 from core.errors import InputError
 from core.io.atomic import atomic_path
 from core.models.config import EncoderConfig
@@ -50,7 +50,7 @@ from core.training.encoder_targets import (
     encoder_sample,
     map_targets,
 )
-from core.training.run_log import append_run_log, log_unrecorded_run, run_record
+from core.training.run_log import append_run_log, log_unrecorded_run, run_data_from_export, run_record
 from core.training.run_schedule import RunSchedule
 from core.training.trainer import DistInfo, MetricsLog, epoch_batches, rng_state, set_rng_state
 
@@ -332,17 +332,6 @@ def _train_step(encoder, opt, batch: dict, iteration: int, cfg: EncoderTrainConf
     return {k: float(v.detach()) for k, v in losses.items()} | {"lr": cfg.lr * factor}
 
 
-def _log_unrecorded_run(out: Path, iteration: int, seconds: float) -> None:
-    """See :func:`core.training.run_log.log_unrecorded_run`; the killed run's data is read
-    from the export written with its checkpoint."""
-    samples, data = None, None
-    if (out / EXPORT_NAME).is_file():
-        exported = read_checkpoint_info(out / EXPORT_NAME).metadata
-        if exported.get("iterations") == iteration:
-            samples, data = exported.get("samples"), exported.get("data")
-    log_unrecorded_run(out, iteration, seconds, samples, data)
-
-
 def train_encoder(
     cfg: EncoderTrainConfig,
     out: str | Path,
@@ -362,7 +351,8 @@ def train_encoder(
     encoder = build_encoder(cfg)
     opt = make_optimizer(encoder, cfg)
     iteration, seconds_before = _restore(out / CHECKPOINT_NAME, encoder, opt, resume)
-    _log_unrecorded_run(out, iteration, seconds_before)
+    samples, data = run_data_from_export(out / EXPORT_NAME, iteration, "iterations")
+    log_unrecorded_run(out, iteration, seconds_before, samples, data)
     stop_at = min(max_iters or cfg.max_iters, cfg.max_iters)
     log = MetricsLog(out, iteration)
     t0, last_step, stopped_by, metrics = time.perf_counter(), 0.0, "max_iters", {}

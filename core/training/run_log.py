@@ -12,6 +12,9 @@ import json
 import time
 from pathlib import Path
 
+from core.checkpoints import read_checkpoint_info
+from core.errors import CheckpointError
+
 RUNS_LOG = "runs.jsonl"
 KILLED = "killed (its last checkpoint, recorded when resumed)"
 
@@ -53,3 +56,16 @@ def log_unrecorded_run(
         return
     run_seconds = seconds - 60 * float(logged.get("total_minutes", 0.0))
     append_run_log(out, run_record(iteration, run_seconds, seconds, KILLED, samples, data))
+
+
+def run_data_from_export(export_path: Path, iteration: int, iteration_key: str) -> tuple[int | None, object]:
+    """Samples and data read by the run that wrote ``export_path`` at ``iteration`` (its
+    metadata names the iteration ``iteration_key``); ``(None, None)`` when the export is
+    missing, unreadable or of another iteration."""
+    try:
+        meta = read_checkpoint_info(export_path).metadata
+    except CheckpointError:  # missing or foreign: only the detail is lost
+        return None, None
+    if meta.get(iteration_key) != iteration:
+        return None, None
+    return meta.get("samples"), meta.get("data")

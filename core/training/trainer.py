@@ -34,7 +34,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from core.checkpoints import OUR_SUFFIX, read_checkpoint_info
+from core.checkpoints import OUR_SUFFIX
 from core.engine.backends import resolve_device
 from core.errors import TrainConfigError
 from core.io.atomic import atomic_path
@@ -43,7 +43,7 @@ from core.training.datasets import dataset_from_spec
 from core.training.recipes import make_recipe
 from core.training.recipes.base import Recipe
 from core.training.recipes.config import TrainConfig
-from core.training.run_log import append_run_log, log_unrecorded_run, run_record
+from core.training.run_log import append_run_log, log_unrecorded_run, run_data_from_export, run_record
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_CSV = "metrics.csv"
@@ -218,18 +218,6 @@ class TrainResult:
     run_seconds: float = 0.0  # this run's share of ``seconds``
 
 
-def _killed_run_data(export_path: Path, iteration: int) -> tuple[int | None, object]:
-    """Samples and data of the run that exported ``export_path`` at ``iteration`` (None when
-    that export is of another iteration or unreadable)."""
-    try:
-        meta = read_checkpoint_info(export_path).metadata
-    except Exception:  # noqa: BLE001 - a missing or foreign export only loses the detail
-        return None, None
-    if meta.get("iteration") != iteration:
-        return None, None
-    return meta.get("samples"), meta.get("data")
-
-
 def _over_budget(run_s: float, last_step_s: float, budget_s: float, info: DistInfo,
                  device: torch.device | None = None) -> bool:  # fmt: skip
     """Whether the next step would end past the budget; every process takes rank 0's word
@@ -307,7 +295,8 @@ def train(
         start, seconds_before = int(state["iteration"]), float(state.get("seconds", 0.0))
         set_rng_state(state["rng"])
         if info.is_main:
-            samples, data = _killed_run_data(out_dir / f"{recipe.network_name}{OUR_SUFFIX}", start)
+            export = out_dir / f"{recipe.network_name}{OUR_SUFFIX}"
+            samples, data = run_data_from_export(export, start, "iteration")
             log_unrecorded_run(out_dir, start, seconds_before, samples, data)
     # the recipe may wrap the dataset with what it derives from the built model (K's feature
     # cache): the main process first, the others then read what it wrote
