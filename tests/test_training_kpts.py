@@ -263,3 +263,13 @@ def test_k_on_a_campaign_encoder_keeps_an_earlier_ks_keypoint_layers(data_dir, t
     loss.backward()
     assert float(net.img_proj_layer.weight.grad.abs().max()) > 0
     assert all(p.grad is None for p in net.image_encoder.parameters())
+
+    # an earlier K on this very encoder goes on with all of its weights, the projection too
+    with torch.no_grad():
+        net.img_proj_layer.bias.add_(0.25)
+    k2_path = save_checkpoint(tmp_path / "k2.safetensors", net, "kpts_ref", config=recipe.model_config())
+    _, again = _recipe(
+        data_dir, tmp_path, dropout=0.0, identity_init=False, init_from=str(k2_path),
+        encoder_from=str(enc_path), feature_cache="fc_lite", cache_encoder_maps=True,
+    )  # fmt: skip
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in net.state_dict().items())

@@ -111,6 +111,17 @@ class InitOccQueryResult:
     image_feature: torch.Tensor  # (B, N, 19) img_ex output
 
 
+def _check_image(img: torch.Tensor) -> None:
+    if img.dim() != 4 or tuple(img.shape[1:]) != (3, IMAGE_SIZE, IMAGE_SIZE):
+        raise ImageError(
+            f"network I expects (B, 3, {IMAGE_SIZE}, {IMAGE_SIZE}) normalised images, got {tuple(img.shape)}"
+        )
+
+
+def _final_layer_input(encoding: ImageEncoding) -> torch.Tensor:
+    return torch.cat([encoding.hms_fmaps[-1], encoding.dp_fmaps[-1]], dim=1)
+
+
 class PointEmbedding(nn.Sequential):
     """Official ``{side}_pt_embeddings``: Conv1d(3, 32, 1), ReLU, Dropout, Conv1d(32, 16, 1),
     applied here to (B, N, 3) point rows (a 1x1 conv is a linear map per point)."""
@@ -152,15 +163,25 @@ class InitOccNet(nn.Module):
     # --- image ----------------------------------------------------------------------------
     def encode_image(self, img: torch.Tensor, keep_encoding: bool = False) -> InitOccImageFeatures:
         """img (B, 3, 256, 256), ImageNet-normalised (see ``normalize_image``)."""
-        if img.dim() != 4 or tuple(img.shape[1:]) != (3, IMAGE_SIZE, IMAGE_SIZE):
-            raise ImageError(
-                f"network I expects (B, 3, {IMAGE_SIZE}, {IMAGE_SIZE}) normalised images, "
-                f"got {tuple(img.shape)}"
-            )
+        _check_image(img)
         encoding = self.image_encoder(img)
-        fmap = self.image_final_layer(torch.cat([encoding.hms_fmaps[-1], encoding.dp_fmaps[-1]], dim=1))
+        features = self.features_from_maps(_final_layer_input(encoding))
+        if keep_encoding:
+            features.encoding = encoding
+        return features
+
+    def encoder_maps(self, img: torch.Tensor) -> torch.Tensor:
+        """Normalised images (B, 3, 256, 256) -> ``cat(hms_fmaps[-1], dp_fmaps[-1])``
+        (B, 2 * fmap_dim, 64, 64), the input of ``image_final_layer``: all that I reads from
+        its image encoder (so a frozen encoder's part can be cached per crop)."""
+        _check_image(img)
+        return _final_layer_input(self.image_encoder(img))
+
+    def features_from_maps(self, maps: torch.Tensor) -> InitOccImageFeatures:
+        """:meth:`encoder_maps` output -> the features the queries read."""
+        fmap = self.image_final_layer(maps)
         tokens = {side: self._side(side)[1].encode(fmap) for side in HAND_SIDES}
-        return InitOccImageFeatures(fmap, tokens, encoding if keep_encoding else None)
+        return InitOccImageFeatures(fmap, tokens)
 
     # --- queries --------------------------------------------------------------------------
     def camera_points(self, side: str, hand: HandInputs, p: torch.Tensor) -> torch.Tensor:
@@ -232,13 +253,18 @@ class InitOccNet(nn.Module):
 
     def forward(
         self,
-        img: torch.Tensor,
+        img: torch.Tensor | None,
         hands: dict[str, HandInputs],
         points: dict[str, torch.Tensor],
         chunk_size: int | None = 32768,
+        encoder_maps: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Occupancy per side present in ``hands`` (``{'left': (B, N), 'right': (B, M)}``)."""
-        features = self.encode_image(img)
+        """Occupancy per side present in ``hands`` (``{'left': (B, N), 'right': (B, M)}``).
+        ``encoder_maps`` (precomputed :meth:`encoder_maps` of the crops) replaces ``img``."""
+        if encoder_maps is not None:
+            features = self.features_from_maps(encoder_maps)
+        else:
+            features = self.encode_image(img)
         return {side: self.query(features, side, hands[side], points[side], chunk_size) for side in hands}
 
 

@@ -1,20 +1,22 @@
-"""Cached image features for training network K (optional; a CPU shortcut).
+"""Cached image features for training networks K and I (optional; a CPU shortcut).
 
-K's image encoder is I's (frozen, shared), so its output is a constant of each sample's crop
-and can be computed once, stored as float16 in a memory-mapped ``.npy`` and read back instead
-of running the encoder (about 70 % of a K step on a CPU). Two contents:
+A frozen image encoder's output is a constant of each sample's crop and can be computed
+once, stored as float16 in a memory-mapped ``.npy`` and read back instead of running the
+encoder (about 70 % of a K step on a CPU). Two contents:
 
 * ``image_features``: ``KeypointRefiner.image_features(crop)``, i.e. after K's 1x1 projection
   ``img_proj_layer`` (64 x 64 x 64 values, 512 KiB per sample). Only valid while that
   projection is frozen too.
-* ``encoder_maps``: ``KeypointRefiner.encoder_maps(crop)``, the projection's input (320 x 64 x 64
-  values for ResNet-18, 2.6 MB per sample); the recipe applies the projection with gradients,
-  so it trains as without a cache.
+* ``encoder_maps``: ``net.encoder_maps(crop)``, the input of the net's 1x1 layer after the
+  encoder (K: ``img_proj_layer``, 320 x 64 x 64 values for ResNet-18, 2.6 MB per sample; I:
+  ``image_final_layer``); the recipe applies that layer with gradients, so it trains as
+  without a cache.
 
-The cached crop is the one around the sample's **stored** noisy keypoints (draw 0, as the
-engine crops around the keypoints it is given). With ``renoise`` the items carry fresh noisy
-keypoints while the crop stays the stored one: the crop frames both hands with a margin, and
-fresh noise moves its box by a few pixels; K never projects its keypoints into the crop.
+K's cached crop is the one around the sample's **stored** noisy keypoints (draw 0, as the
+engine crops around the keypoints it is given); I's is the ground-truth crop. With
+``renoise`` K's items carry fresh noisy keypoints while the crop stays the stored one: the
+crop frames both hands with a margin, and fresh noise moves its box by a few pixels; K never
+projects its keypoints into the crop.
 
 A cache is tied to the weights that made it: its metadata holds its content, a fingerprint of
 the tensors that content depends on and the number of samples, and a mismatch is an error,
@@ -133,7 +135,7 @@ class FeatureCache:
         self.folder = Path(folder)
         meta = _read_meta(self.folder)
         if meta is None or not (self.folder / FEATURES_FILE).is_file():
-            raise DatasetError(f"no complete K feature cache in {self.folder}")
+            raise DatasetError(f"no complete feature cache in {self.folder}")
         if content is not None and meta["content"] != content:
             raise DatasetError(f"the feature cache in {self.folder} holds {meta['content']}, not {content}")
         self.content = meta["content"]

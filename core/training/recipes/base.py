@@ -71,7 +71,7 @@ def batch_targets(batch: dict, device) -> dict[str, torch.Tensor]:
 class OccupancyBatch:
     """What I and R read from a batch of training items, on the device."""
 
-    images: torch.Tensor  # (B, 3, 256, 256) normalised crops
+    images: torch.Tensor | None  # (B, 3, 256, 256) normalised crops (None: items carry cached maps)
     hands: dict[str, HandInputs]
     points: dict[str, torch.Tensor]  # side -> (B, N, 3) canonical query points
     targets: dict[str, torch.Tensor]  # side -> (B, N) ground-truth occupancy
@@ -79,7 +79,7 @@ class OccupancyBatch:
 
 def occupancy_batch(batch: dict, device) -> OccupancyBatch:
     return OccupancyBatch(
-        images=batch_images(batch, device),
+        images=batch_images(batch, device) if "image" in batch else None,
         hands=hand_inputs_from_joints(batch["joints_left"], batch["joints_right"], device),
         points=batch_points(batch, device),
         targets=batch_targets(batch, device),
@@ -188,6 +188,24 @@ class Recipe:
     def prepare_dataset(self, dataset, model: nn.Module, device):
         """The dataset the loop reads, given the built model (a recipe may wrap it)."""
         return dataset
+
+    def with_feature_cache(
+        self, dataset, model: nn.Module, device, folder: str, content: str, crop_with: str
+    ):
+        """``dataset`` whose items carry the cached ``content`` map of their sample's crop
+        (``crop_with``, draw 0) instead of an image. The cache in ``folder`` (relative to the
+        run's folder) is built on first use, and rebuilt when the encoder or the sample
+        count changed (see core.training.feature_cache)."""
+        from core.training import feature_cache as fc
+        from core.training.datasets import dataset_from_spec
+
+        net = unwrap(model)
+        path = self.config_path(folder)
+        if not fc.cache_matches(path, net, len(dataset), content):
+            crops = ItemSpec(points_per_hand=1, seed=self.cfg.seed, crop_with=crop_with)
+            crop_items = dataset_from_spec(self.cfg.data, crops)
+            fc.build_feature_cache(net, crop_items, path, content=content, device=device)
+        return fc.CachedFeatureDataset(dataset, fc.FeatureCache(path, net, len(dataset), content))
 
     def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.trainable(model), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)

@@ -34,6 +34,18 @@ class InitOptions:
     # files too), and keep the encoder's statistics fixed while training, so that the encoder
     # that R and K share stays bit-identical. The decoders still come from init_from (HALO).
     init_keep_from: str | None = None
+    # folder of cached encoder maps (relative to --out; built on first use; ours, for a CPU
+    # budget): I reads only cat(hms_fmaps[-1], dp_fmaps[-1]) of its encoder, a constant of the
+    # ground-truth crop while the encoder is frozen, so it is computed once per sample
+    # (core.training.feature_cache, 1 MiB per sample at fmap_dim 64). Needs freeze_encoder;
+    # the encoder then runs on its stored BatchNorm statistics.
+    feature_cache: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.feature_cache and not self.freeze_encoder:
+            raise TrainConfigError(
+                "init feature_cache needs freeze_encoder (the cached maps are the encoder's)"
+            )
 
 
 def init_decoders_from_halo(net: InitOccNet, halo_state: dict[str, torch.Tensor]) -> int:
@@ -58,12 +70,43 @@ def init_decoders_from_halo(net: InitOccNet, halo_state: dict[str, torch.Tensor]
     return n
 
 
+def init_decoders_from_init(net: InitOccNet, earlier: InitOccNet, zero_image_columns: bool) -> int:
+    """Copy an earlier I's two decoders into ``net``. With ``zero_image_columns`` the image
+    feature's columns of the injection layer start at zero: a new image encoder makes the
+    earlier columns meaningless, and at zero I starts as the earlier I's image-free part.
+    Returns #tensors."""
+    state = {k: v for k, v in earlier.state_dict().items() if k.split(".", 1)[0] in _DECODERS}
+    net.load_state_dict(state, strict=False)
+    if zero_image_columns:
+        cfg = net.cfg.decoder
+        for name in _DECODERS:
+            decoder = getattr(net, name)
+            for b in range(cfg.num_bones):
+                layer = getattr(decoder, f"lin{b}_{cfg.add_feature_layer_idx}")
+                layer.weight[:, -cfg.add_feature_dim :].zero_()
+    return len(state)
+
+
+_DECODERS = tuple(f"{side}_decoder" for side in HAND_SIDES)
+
+
 class InitRecipe(Recipe):
     network_name = "init_occ"
     Options = InitOptions
 
     def item_spec(self) -> ItemSpec:
+        if self.opts.feature_cache:  # the crops' maps come from the cache
+            return ItemSpec(points_per_hand=self.cfg.points_per_hand, seed=self.cfg.seed, crop_with="none",
+                            needs_image=False)  # fmt: skip
         return ItemSpec(points_per_hand=self.cfg.points_per_hand, seed=self.cfg.seed, crop_with="gt")
+
+    def prepare_dataset(self, dataset, model, device):
+        if not self.opts.feature_cache:
+            return dataset
+        from core.training.feature_cache import MAPS_KEY
+
+        cache = self.opts.feature_cache
+        return self.with_feature_cache(dataset, model, device, cache, MAPS_KEY, crop_with="gt")
 
     def model_config(self):
         return init_occ_config(self.encoder_spec())
@@ -81,9 +124,13 @@ class InitRecipe(Recipe):
         if self.start_from_campaign_encoder(net) and self.opts.init_keep_from:
             raise TrainConfigError("encoder_from and init_keep_from both set I's encoder: choose one")
         if self.cfg.init_from:
-            halo = load_network(self.init_path())
+            start = load_network(self.init_path())
+            start = start.init_occ if isinstance(start, RefOccNet) else start
             with torch.no_grad():
-                init_decoders_from_halo(net, halo.state_dict())
+                if isinstance(start, InitOccNet):  # an earlier I's decoders
+                    init_decoders_from_init(net, start, zero_image_columns=bool(self.cfg.encoder_from))
+                else:
+                    init_decoders_from_halo(net, start.state_dict())
         if self.opts.freeze_encoder:
             # No gradients through the ResNet (two thirds of a step on a CPU); in train mode its
             # BatchNorm layers still track the data's statistics, which R and K inherit.
@@ -91,10 +138,14 @@ class InitRecipe(Recipe):
         return net
 
     def loss(self, model, batch, device):
-        if self.opts.init_keep_from:  # the shared encoder stays bit-identical (see InitOptions)
+        if self.opts.init_keep_from or self.opts.feature_cache:  # the encoder stays as it is
             unwrap(model).image_encoder.eval()
         b = occupancy_batch(batch, device)
-        pred = model(b.images, b.hands, b.points, chunk_size=None)
+        if "encoder_maps" in batch:
+            maps = batch["encoder_maps"].to(device=device, dtype=torch.float32)
+            pred = model(None, b.hands, b.points, chunk_size=None, encoder_maps=maps)
+        else:
+            pred = model(b.images, b.hands, b.points, chunk_size=None)
         target = b.targets
         loss = losses.occupancy_mse(pred, target)
         return loss, {"loss": loss.item(), "iou": occupancy_iou(pred, target, 0.5)}

@@ -120,6 +120,14 @@ def identity_init_kpts_ref(net: KeypointRefiner) -> None:
                 lin.bias.zero_()
 
 
+def _same_encoder(k: KeypointRefiner, encoder: nn.Module) -> bool:
+    """Whether K's image encoder holds exactly ``encoder``'s tensors."""
+    mine, theirs = k.image_encoder.state_dict(), encoder.state_dict()
+    return mine.keys() == theirs.keys() and all(
+        mine[n].shape == t.shape and torch.equal(mine[n], t) for n, t in theirs.items()
+    )
+
+
 class KptsRecipe(Recipe):
     network_name = "kpts_ref"
     Options = KptsOptions
@@ -152,18 +160,9 @@ class KptsRecipe(Recipe):
         core.training.feature_cache)."""
         if not self.opts.feature_cache:
             return dataset
-        from core.training import feature_cache as fc
-        from core.training.datasets import dataset_from_spec
-
-        net = unwrap(model)
-        folder = self.config_path(self.opts.feature_cache)
-        content = self.cache_content()
-        if not fc.cache_matches(folder, net, len(dataset), content):
-            crops = ItemSpec(points_per_hand=1, seed=self.cfg.seed, crop_with="noisy")
-            fc.build_feature_cache(
-                net, dataset_from_spec(self.cfg.data, crops), folder, content=content, device=device
-            )
-        return fc.CachedFeatureDataset(dataset, fc.FeatureCache(folder, net, len(dataset), content))
+        return self.with_feature_cache(
+            dataset, model, device, self.opts.feature_cache, self.cache_content(), crop_with="noisy"
+        )
 
     def model_config(self):
         return kpts_ref_config(self.encoder_spec(), self.opts.dropout, self.opts.kpts_graph == "undirected")
@@ -181,7 +180,9 @@ class KptsRecipe(Recipe):
                     f"the K in init_from runs a {kind} skeleton graph; "
                     f"set \"kpts_graph\": \"{kind}\" to fine-tune it"
                 )
-            if self.start_from_campaign_encoder(net):
+            if self.cfg.encoder_from and _same_encoder(init, self.campaign_encoder()):
+                net.load_state_dict(init.state_dict())  # an earlier K on this encoder: go on
+            elif self.start_from_campaign_encoder(net):
                 # A new encoder under an earlier K: its keypoint layers carry over; the encoder
                 # comes from encoder_from and the 1x1 projection of the encoder's maps (whose
                 # width changed) starts afresh.

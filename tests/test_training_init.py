@@ -1,0 +1,106 @@
+"""Network I's training shortcuts: the cached encoder maps (a frozen encoder's output per
+crop) and the start from an earlier I's decoders (real numbers on two small samples)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import default_collate
+
+from core.errors import TrainConfigError
+from core.synth.samples import SynthConfig, generate_sample, save_sample
+from core.training.datasets import ItemSpec, SynthFolderDataset
+from core.training.feature_cache import MAPS_KEY, cache_matches
+from core.training.recipes import make_recipe
+from core.training.recipes.base import hand_inputs_from_joints
+from core.training.recipes.config import TrainConfig
+from core.training.recipes.init import init_decoders_from_init
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth_i")
+    cfg = SynthConfig(n_uniform=32, n_surface=32)
+    for seed in (21, 22):
+        save_sample(generate_sample(seed, cfg), out)
+    return out
+
+
+def _recipe(data_dir: Path, out: Path, **kw):
+    torch.manual_seed(0)
+    cfg = TrainConfig.of("init", data={"kind": "synth_folder", "path": str(data_dir)}, batch_size=2,
+                         points_per_hand=32, torch_threads=1, freeze_encoder=True, **kw)  # fmt: skip
+    recipe = make_recipe(cfg, out)
+    return recipe, recipe.build()
+
+
+def test_cached_encoder_maps_give_the_image_loss_and_train_what_follows(data_dir, tmp_path):
+    recipe, net = _recipe(data_dir, tmp_path, feature_cache="maps")
+    with torch.no_grad():  # a random start reads the image: give the image columns weight
+        for side in ("left", "right"):
+            dec = getattr(net, f"{side}_decoder")
+            w = dec.lin0_2.weight
+            w[:, -dec.cfg.add_feature_dim :].normal_(0.0, 0.5)
+    base = SynthFolderDataset(data_dir, recipe.item_spec())
+    cached = recipe.prepare_dataset(base, net, "cpu")  # builds tmp_path/maps
+    assert cache_matches(tmp_path / "maps", net, 2, content=MAPS_KEY)
+    batch_c = default_collate([cached[(0, 3)], cached[(1, 3)]])
+    fmap = net.cfg.encoder.fmap_dim
+    assert "image" not in batch_c and batch_c[MAPS_KEY].shape == (2, 2 * fmap, 64, 64)
+    assert batch_c[MAPS_KEY].dtype == torch.float16
+    images = SynthFolderDataset(data_dir, ItemSpec(points_per_hand=32, seed=0, crop_with="gt"))
+    batch_i = default_collate([images[(0, 3)], images[(1, 3)]])
+    assert torch.equal(batch_c["points_left"], batch_i["points_left"])  # same draw of points
+
+    torch.manual_seed(1)  # the same dropout draws on both paths
+    loss_c, _ = recipe.loss(net, batch_c, "cpu")
+    loss_c.backward()
+    grad_c = net.image_final_layer.weight.grad.clone()
+    net.zero_grad()
+    torch.manual_seed(1)
+    loss_i, _ = recipe.loss(net, batch_i, "cpu")
+    loss_i.backward()
+    grad_i = net.image_final_layer.weight.grad
+    assert loss_c.item() == pytest.approx(loss_i.item(), rel=1e-3)
+    assert float(grad_i.abs().max()) > 0
+    assert float((grad_c - grad_i).abs().max()) <= 2e-2 * float(grad_i.abs().max())  # float16 maps
+    assert all(p.grad is None for p in net.image_encoder.parameters())
+    assert not net.image_encoder.training  # stored statistics: the cache's
+
+
+def test_a_cache_needs_a_frozen_encoder(data_dir):
+    with pytest.raises(TrainConfigError, match="freeze_encoder"):
+        TrainConfig.of("init", data={"kind": "synth_folder", "path": str(data_dir)}, feature_cache="m")
+
+
+def test_decoders_from_an_earlier_i_with_the_image_columns_zeroed(data_dir, tmp_path):
+    _, earlier = _recipe(data_dir, tmp_path)
+    _, net = _recipe(data_dir, tmp_path)
+    with torch.no_grad():
+        for side in ("left", "right"):
+            w = getattr(earlier, f"{side}_decoder").lin3_2.weight
+            w.normal_(0.0, 0.5)
+        n = init_decoders_from_init(net, earlier, zero_image_columns=True)
+    assert n == len([k for k in earlier.state_dict() if k.startswith(("left_decoder.", "right_decoder."))])
+    dec, old = net.right_decoder, earlier.right_decoder
+    d = dec.cfg.add_feature_dim
+    assert torch.equal(dec.lin3_2.weight[:, :-d], old.lin3_2.weight[:, :-d])
+    assert float(old.lin3_2.weight[:, -d:].abs().max()) > 0
+    assert float(dec.lin3_2.weight[:, -d:].abs().max()) == 0.0
+    assert torch.equal(dec.lin3_3.weight, old.lin3_3.weight)
+
+    # with the image columns at zero the occupancy no longer depends on the image
+    items = SynthFolderDataset(data_dir, ItemSpec(points_per_hand=32, crop_with="gt"))
+    item = default_collate([items[(0, 0)]])
+    hands = hand_inputs_from_joints(item["joints_left"], item["joints_right"], "cpu")
+    points = {s: item[f"points_{s}"] for s in ("left", "right")}
+    net.eval()
+    with torch.no_grad():
+        a = net(torch.randn(1, 3, 256, 256), hands, points)
+        b = net(torch.randn(1, 3, 256, 256), hands, points)
+        maps = net.encoder_maps(torch.randn(1, 3, 256, 256))
+        c = net(None, hands, points, encoder_maps=maps)
+    assert torch.equal(a["left"], b["left"]) and torch.equal(a["right"], c["right"])
+    assert 0.0 < float(a["left"].mean()) < 1.0
