@@ -268,3 +268,31 @@ def test_identity_decoder_logit_scale_keeps_r_threshold_on_i_half(scale):
     offset = 0.5 - math.log(0.45 / 0.55) / scale
     assert torch.allclose(prob, torch.sigmoid(scale * (occ - offset)), atol=1e-5)
     assert float(prob[0, 0, 0, 3]) == pytest.approx(0.45, abs=1e-5)
+
+
+def test_noisy_cache_points_stay_the_same_physical_points(sample):
+    """R's cache with ``noisy_share``: the stored query points (with their ground-truth labels)
+    move into the canonical frames of the noisy keypoints, as the same camera-frame points."""
+    from core.engine.hands import hand_frames
+    from core.geometry import camera_ops
+    from core.models.config import InitOccConfig
+
+    scale = InitOccConfig().global_scale
+    pts = sample.occupancy["right"].points_canon_norm[:64]
+    same = rc.into_input_frames(scale, sample.keypoints, hand_frames(sample.keypoints), "right", pts)
+    assert np.abs(same - pts).max() < 1e-5
+    frames = hand_frames(sample.noisy_keypoints)
+    moved = rc.into_input_frames(scale, sample.keypoints, frames, "right", pts)
+    shift_mm = np.linalg.norm(moved - pts, axis=-1) * scale * 1000.0
+    assert np.median(shift_mm) > 2.0  # the noisy hand sits elsewhere
+    hands = {k: hand_frames(kp)["right"].network_inputs("cpu") for k, kp in
+             (("gt", sample.keypoints), ("noisy", sample.noisy_keypoints))}  # fmt: skip
+
+    def camera(points, h):
+        p = torch.as_tensor(points)[None]
+        return camera_ops.canonical_to_camera(p, h.root_rot_mat, h.root_xyz, h.cam_R, h.cam_T, "right", scale)
+
+    err = (camera(moved, hands["noisy"]) - camera(pts, hands["gt"])).abs().max().item()
+    assert err < 1e-6  # metres
+    spec = rc.RefCacheSpec(noisy_share=0.5)
+    assert spec.to_json()["noisy_share"] == 0.5 and "noisy_share" not in rc.RefCacheSpec().to_json()

@@ -62,10 +62,18 @@ class RefCacheSpec:
     contact_fraction: float = 0.25
     anchor_resolutions: tuple[int, ...] = (32, 64)
     seed: int = 0
+    # share of the samples whose I and R inputs come from the sample's stored noisy keypoints
+    # instead of the ground truth (ours): R then learns to correct a misplaced I, which is what
+    # it gets after K. The query points stay the stored ones -- physical points with their
+    # ground-truth labels -- moved into the noisy hands' canonical frames.
+    noisy_share: float = 0.0
 
     def to_json(self) -> dict:
-        return {"points_per_hand": self.points_per_hand, "contact_fraction": self.contact_fraction,
-                "anchor_resolutions": list(self.anchor_resolutions), "seed": self.seed}  # fmt: skip
+        out = {"points_per_hand": self.points_per_hand, "contact_fraction": self.contact_fraction,
+               "anchor_resolutions": list(self.anchor_resolutions), "seed": self.seed}  # fmt: skip
+        if self.noisy_share > 0:  # caches written before the option keep their spec
+            out["noisy_share"] = self.noisy_share
+        return out
 
 
 def frozen_fingerprint(net: RefOccNet) -> str:
@@ -138,6 +146,22 @@ def _decoder_inputs(
     return {"attended": attended[0].cpu().numpy(), "pixel": geometry[0, :, 3:].cpu().numpy(), "occ_init": occ}
 
 
+def into_input_frames(global_scale: float, truth, frames, side: str, points: np.ndarray) -> np.ndarray:
+    """Canonical points (M, 3) of hand ``side`` under the ground-truth keypoints ``truth`` ->
+    the same physical points in the canonical frame of the engine's ``frames`` (made from
+    other keypoints)."""
+    from core.training.recipes.base import hand_inputs_from_joints
+
+    joints = {s: torch.as_tensor(truth.hand(s), dtype=torch.float64)[None] for s in HAND_SIDES}
+    hand_gt = hand_inputs_from_joints(joints["left"], joints["right"], "cpu")[side]
+    hand_in = frames[side].network_inputs("cpu")
+    p = torch.as_tensor(points, dtype=torch.float32)[None]
+    cam = camera_ops.canonical_to_camera(
+        p, hand_gt.root_rot_mat, hand_gt.root_xyz, hand_gt.cam_R, hand_gt.cam_T, side, global_scale
+    )
+    return camera_to_canonical(cam, hand_in, side, global_scale)[0].numpy().astype(np.float32)
+
+
 def sample_cache_entry(
     net: RefOccNet, engine, sample, spec: RefCacheSpec, index: int
 ) -> dict[str, np.ndarray] | None:
@@ -157,11 +181,16 @@ def sample_cache_entry(
             spec.contact_fraction,
             rng,
         )
+    noisy = spec.noisy_share > 0 and bool(rng.random() < spec.noisy_share)
     res = spec.anchor_resolutions[index % len(spec.anchor_resolutions)]
     settings = ReconstructionSettings(resolution=res, anchor_resolution=res, device=str(engine.device))
-    inputs = engine.refinement_inputs(sample.image, sample.camera, sample.keypoints, settings)
+    keypoints = sample.noisy_keypoints if noisy else sample.keypoints
+    inputs = engine.refinement_inputs(sample.image, sample.camera, keypoints, settings)
     if inputs.anchor_context is None:
         return None
+    if noisy:
+        scale, truth = net.cfg.global_scale, sample.keypoints
+        points = {s: into_input_frames(scale, truth, inputs.frames, s, points[s]) for s in HAND_SIDES}
     with torch.inference_mode():
         per = {
             (d, s): _decoder_inputs(net, engine.backend, inputs, d, s, points[s])

@@ -41,6 +41,9 @@ class RefOptions:
     # a CPU budget): R then trains its decoder's MLP tail only, on anchors taken from I's
     # surface as the engine takes them (see core.training.ref_cache)
     ref_cache: str | None = None
+    # with ref_cache: share of the samples cached with I and R run on the stored noisy
+    # keypoints (ours; see core.training.ref_cache.RefCacheSpec.noisy_share)
+    noisy_share: float = 0.0
     # global gradient-norm clip of the trained parameters (0 = none; ours)
     grad_clip: float = 0.0
     # weight of the errors at inside points in the data term (1 = reference MSE; ours, see
@@ -182,6 +185,7 @@ class RefRecipe(Recipe):
             points_per_hand=self.cfg.points_per_hand,
             contact_fraction=self.opts.contact_fraction,
             seed=self.cfg.seed,
+            noisy_share=self.opts.noisy_share,
         )
 
     def build(self) -> nn.Module:
