@@ -104,3 +104,37 @@ def test_decoders_from_an_earlier_i_with_the_image_columns_zeroed(data_dir, tmp_
         c = net(None, hands, points, encoder_maps=maps)
     assert torch.equal(a["left"], b["left"]) and torch.equal(a["right"], c["right"])
     assert 0.0 < float(a["left"].mean()) < 1.0
+
+
+def test_i_on_a_campaign_encoder_goes_on_whole_with_a_random_image_path(data_dir, tmp_path):
+    """An earlier I on the ``encoder_from`` encoder carries over whole; ``image_columns_std``
+    restarts the image columns at random, and ``image_lr_scale`` speeds up the image path."""
+    from core.checkpoints import save_checkpoint
+    from core.models.config import EncoderConfig
+    from core.models.image_encoder import PretrainedTrunkEncoder
+    from core.models.registry import TRAINED_ENCODER_NETWORK
+    from core.training.recipes.init import image_columns
+
+    torch.manual_seed(2)
+    cfg = EncoderConfig.pretrained_lite()
+    campaign = PretrainedTrunkEncoder(cfg).eval()
+    enc = save_checkpoint(tmp_path / "enc.safetensors", campaign, TRAINED_ENCODER_NETWORK, config=cfg)
+    recipe, first = _recipe(data_dir, tmp_path, encoder_from=str(enc))
+    assert any(float(c.abs().max()) > 0 for c in image_columns(first))  # the reference init
+    with torch.no_grad():
+        first.img_ex_left.attn.fc.bias.add_(0.3)
+    earlier = save_checkpoint(tmp_path / "i.safetensors", first, "init_occ", config=recipe.model_config())
+    _, again = _recipe(data_dir, tmp_path, encoder_from=str(enc), init_from=str(earlier))
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in first.state_dict().items())
+
+    recipe, net = _recipe(data_dir, tmp_path, encoder_from=str(enc), init_from=str(earlier),
+                          image_columns_std=0.05, image_lr_scale=10.0)  # fmt: skip
+    cols = torch.cat([c.reshape(-1) for c in image_columns(net)])
+    assert 0.04 < float(cols.std()) < 0.06
+    d = net.cfg.decoder.add_feature_dim
+    assert torch.equal(net.left_decoder.lin0_2.weight[:, :-d], first.left_decoder.lin0_2.weight[:, :-d])
+    opt = recipe.optimizer(net)
+    lrs = sorted(g["lr"] for g in opt.param_groups)
+    assert lrs == pytest.approx([recipe.cfg.lr, 10.0 * recipe.cfg.lr])
+    fast = {id(p) for g in opt.param_groups if g["lr"] > recipe.cfg.lr for p in g["params"]}
+    assert id(net.image_final_layer.weight) in fast and id(net.left_decoder.lin0_2.weight) not in fast

@@ -160,6 +160,16 @@ class Recipe:
             self._campaign_encoder = load_image_encoder(path)
         return self._campaign_encoder
 
+    def on_campaign_encoder(self, net: nn.Module) -> bool:
+        """Whether ``net`` (an earlier stage) already holds exactly the ``encoder_from``
+        encoder, so that all of its weights can carry over."""
+        if not self.cfg.encoder_from:
+            return False
+        mine, theirs = net.image_encoder.state_dict(), self.campaign_encoder().state_dict()
+        return mine.keys() == theirs.keys() and all(
+            mine[n].shape == t.shape and torch.equal(mine[n], t) for n, t in theirs.items()
+        )
+
     def start_from_campaign_encoder(self, net: nn.Module) -> bool:
         """Copy the ``encoder_from`` weights into ``net.image_encoder``; False when unset."""
         if not self.cfg.encoder_from:

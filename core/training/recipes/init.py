@@ -40,6 +40,14 @@ class InitOptions:
     # (core.training.feature_cache, 1 MiB per sample at fmap_dim 64). Needs freeze_encoder;
     # the encoder then runs on its stored BatchNorm statistics.
     feature_cache: str | None = None
+    # std of the image-feature columns of the decoders' injection layer after the start
+    # (0: as they come; from a HALO or on a new encoder that is zero). Ours: at zero, those
+    # columns and the attention behind them get no useful gradient -- measured, the columns
+    # stayed at 2e-5 over 3000 iterations and I ignored the image -- so a small random start
+    # lets the image path learn from the first step.
+    image_columns_std: float = 0.0
+    # learning-rate factor of the image path (image_final_layer, img_ex_*), ours
+    image_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.feature_cache and not self.freeze_encoder:
@@ -78,13 +86,19 @@ def init_decoders_from_init(net: InitOccNet, earlier: InitOccNet, zero_image_col
     state = {k: v for k, v in earlier.state_dict().items() if k.split(".", 1)[0] in _DECODERS}
     net.load_state_dict(state, strict=False)
     if zero_image_columns:
-        cfg = net.cfg.decoder
-        for name in _DECODERS:
-            decoder = getattr(net, name)
-            for b in range(cfg.num_bones):
-                layer = getattr(decoder, f"lin{b}_{cfg.add_feature_layer_idx}")
-                layer.weight[:, -cfg.add_feature_dim :].zero_()
+        for column in image_columns(net):
+            column.zero_()
     return len(state)
+
+
+def image_columns(net: InitOccNet) -> list[torch.Tensor]:
+    """Views of the image-feature columns of both decoders' injection layers (all parts)."""
+    cfg = net.cfg.decoder
+    return [
+        getattr(getattr(net, name), f"lin{b}_{cfg.add_feature_layer_idx}").weight[:, -cfg.add_feature_dim :]
+        for name in _DECODERS
+        for b in range(cfg.num_bones)
+    ]
 
 
 _DECODERS = tuple(f"{side}_decoder" for side in HAND_SIDES)
@@ -127,15 +141,33 @@ class InitRecipe(Recipe):
             start = load_network(self.init_path())
             start = start.init_occ if isinstance(start, RefOccNet) else start
             with torch.no_grad():
-                if isinstance(start, InitOccNet):  # an earlier I's decoders
+                if isinstance(start, InitOccNet) and self.on_campaign_encoder(start):
+                    net.load_state_dict(start.state_dict())  # an earlier I on this encoder: go on
+                elif isinstance(start, InitOccNet):  # an earlier I's decoders
                     init_decoders_from_init(net, start, zero_image_columns=bool(self.cfg.encoder_from))
                 else:
                     init_decoders_from_halo(net, start.state_dict())
+        if self.opts.image_columns_std > 0:
+            with torch.no_grad():
+                for column in image_columns(net):
+                    column.normal_(0.0, self.opts.image_columns_std)
         if self.opts.freeze_encoder:
             # No gradients through the ResNet (two thirds of a step on a CPU); in train mode its
             # BatchNorm layers still track the data's statistics, which R and K inherit.
             net.image_encoder.requires_grad_(False)
         return net
+
+    def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        if self.opts.image_lr_scale == 1.0:
+            return super().optimizer(model)
+        image_path = ("image_final_layer.", "img_ex_")
+        params = [(n, p) for n, p in unwrap(model).named_parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for n, p in params if not n.startswith(image_path)]},
+            {"params": [p for n, p in params if n.startswith(image_path)],
+             "lr": self.cfg.lr * self.opts.image_lr_scale},
+        ]  # fmt: skip
+        return torch.optim.Adam(groups, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
 
     def loss(self, model, batch, device):
         if self.opts.init_keep_from or self.opts.feature_cache:  # the encoder stays as it is

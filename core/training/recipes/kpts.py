@@ -120,14 +120,6 @@ def identity_init_kpts_ref(net: KeypointRefiner) -> None:
                 lin.bias.zero_()
 
 
-def _same_encoder(k: KeypointRefiner, encoder: nn.Module) -> bool:
-    """Whether K's image encoder holds exactly ``encoder``'s tensors."""
-    mine, theirs = k.image_encoder.state_dict(), encoder.state_dict()
-    return mine.keys() == theirs.keys() and all(
-        mine[n].shape == t.shape and torch.equal(mine[n], t) for n, t in theirs.items()
-    )
-
-
 class KptsRecipe(Recipe):
     network_name = "kpts_ref"
     Options = KptsOptions
@@ -180,7 +172,7 @@ class KptsRecipe(Recipe):
                     f"the K in init_from runs a {kind} skeleton graph; "
                     f"set \"kpts_graph\": \"{kind}\" to fine-tune it"
                 )
-            if self.cfg.encoder_from and _same_encoder(init, self.campaign_encoder()):
+            if self.on_campaign_encoder(init):
                 net.load_state_dict(init.state_dict())  # an earlier K on this encoder: go on
             elif self.start_from_campaign_encoder(net):
                 # A new encoder under an earlier K: its keypoint layers carry over; the encoder
