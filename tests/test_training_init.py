@@ -138,3 +138,20 @@ def test_i_on_a_campaign_encoder_goes_on_whole_with_a_random_image_path(data_dir
     assert lrs == pytest.approx([recipe.cfg.lr, 10.0 * recipe.cfg.lr])
     fast = {id(p) for g in opt.param_groups if g["lr"] > recipe.cfg.lr for p in g["params"]}
     assert id(net.image_final_layer.weight) in fast and id(net.left_decoder.lin0_2.weight) not in fast
+
+
+def test_the_normalised_image_path_gives_unit_tokens_that_follow_the_image(data_dir, tmp_path):
+    from core.training.recipes.init import normalise_image_path
+
+    recipe, net = _recipe(data_dir, tmp_path, normalise_image_path=True)
+    maps = recipe.first_maps(net, 2)
+    with torch.no_grad():
+        fmap = net.image_final_layer(maps)
+        proj = net.img_ex_left.encoder.proj(fmap)
+    for y in (fmap, proj):  # zero mean, unit spread per channel on these crops
+        assert float(y.mean(dim=(0, 2, 3)).abs().max()) < 1e-3
+        assert float((y.std(dim=(0, 2, 3)) - 1.0).abs().max()) < 1e-3
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    normalise_image_path(net, maps)  # a second pass on the same maps changes nothing
+    assert all(torch.allclose(v, net.state_dict()[k], atol=1e-4) for k, v in before.items())
+    assert torch.equal(before["left_decoder.lin0_0.weight"], net.left_decoder.lin0_0.weight)

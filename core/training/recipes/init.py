@@ -48,6 +48,12 @@ class InitOptions:
     image_columns_std: float = 0.0
     # learning-rate factor of the image path (image_final_layer, img_ex_*), ours
     image_lr_scale: float = 1.0
+    # data-dependent start of the image path (ours; normalise_image_path on the first
+    # samples' crops). Measured on the run-7 encoder: its smooth maps summed over 16 x 16
+    # patches gave tokens of std 280 around a mean of 90, shared by all images, so that
+    # the attention's LayerNorms left little of the image (I's 19-d image feature moved by
+    # 0.007 when the image was swapped).
+    normalise_image_path: bool = False
 
     def __post_init__(self) -> None:
         if self.feature_cache and not self.freeze_encoder:
@@ -89,6 +95,28 @@ def init_decoders_from_init(net: InitOccNet, earlier: InitOccNet, zero_image_col
         for column in image_columns(net):
             column.zero_()
     return len(state)
+
+
+NORMALISE_SAMPLES = 16  # crops that set the image path's start (normalise_image_path)
+
+
+@torch.no_grad()
+def normalise_image_path(net: InitOccNet, maps: torch.Tensor) -> None:
+    """Shift and scale ``image_final_layer`` and each side's patch projection
+    (``img_ex_*.encoder.proj``) so that, on these encoder maps (B, C, 64, 64), every output
+    channel has zero mean and unit spread: the image tokens then vary with the image instead
+    of sharing one large component (ours; a data-dependent start, like R's tail)."""
+
+    def normalise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        y = conv(x)
+        mean, std = y.mean(dim=(0, 2, 3)), y.std(dim=(0, 2, 3)).clamp_min(1e-6)
+        conv.weight.div_(std.view(-1, 1, 1, 1))
+        conv.bias.copy_((conv.bias - mean) / std)
+        return conv(x)
+
+    fmap = normalise(net.image_final_layer, maps)
+    for side in HAND_SIDES:
+        normalise(getattr(net, f"img_ex_{side}").encoder.proj, fmap)
 
 
 def image_columns(net: InitOccNet) -> list[torch.Tensor]:
@@ -147,6 +175,8 @@ class InitRecipe(Recipe):
                     init_decoders_from_init(net, start, zero_image_columns=bool(self.cfg.encoder_from))
                 else:
                     init_decoders_from_halo(net, start.state_dict())
+        if self.opts.normalise_image_path:
+            normalise_image_path(net, self.first_maps(net, NORMALISE_SAMPLES))
         if self.opts.image_columns_std > 0:
             with torch.no_grad():
                 for column in image_columns(net):
@@ -156,6 +186,22 @@ class InitRecipe(Recipe):
             # BatchNorm layers still track the data's statistics, which R and K inherit.
             net.image_encoder.requires_grad_(False)
         return net
+
+    @torch.no_grad()
+    def first_maps(self, net: InitOccNet, n: int) -> torch.Tensor:
+        """I's encoder maps of the ground-truth crops of the first ``n`` training samples."""
+        from core.models.image_encoder import normalize_image
+        from core.training.datasets import dataset_from_spec
+
+        spec = ItemSpec(points_per_hand=1, seed=self.cfg.seed, crop_with="gt")
+        crops = dataset_from_spec(self.cfg.data, spec)
+        images = torch.stack([crops[(i, 0)]["image"] for i in range(min(n, len(crops)))])
+        was_training = net.image_encoder.training
+        net.image_encoder.eval()
+        try:
+            return net.encoder_maps(normalize_image(images))
+        finally:
+            net.image_encoder.train(was_training)
 
     def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         if self.opts.image_lr_scale == 1.0:
