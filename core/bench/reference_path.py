@@ -144,7 +144,7 @@ def reference_im2hands(
                     init = ref.init_occ.query(
                         init_features, side, hands[side], p, None, depth_reference=I_DEPTH_REFERENCE
                     )
-                    occ = ref.query(features, context, side, hands[side], cam_K, p, init_occ=init)
+                    occ = ref.query(features, context, side, hands[side], p, init_occ=init)
                     parts.append(occ[0].float().cpu().numpy())
                 counter["n"] += len(q)
                 out.append(np.concatenate(parts) if parts else np.zeros(0, np.float32))
