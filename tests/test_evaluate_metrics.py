@@ -174,3 +174,29 @@ def test_rows_are_scored_on_the_same_ground_truth_points():
     other = evaluation.score_hand("left", sample, rec, fields, 5000, (0, 2))
     assert first == again
     assert 0.0 < first.iou < 1.0 and first.iou != other.iou
+
+
+def test_the_packing_command_puts_an_identity_r_around_i(tmp_path):
+    """``python -m core.training.shipping --init I``: R is the identity of I's occupancy at
+    logit scale 4 (R's 0.45 level on I's 0.5 level), and packing twice gives the same tensors."""
+    from safetensors.torch import load_file
+
+    from core.models.init_occ import InitOccNet
+    from core.training.netconfigs import init_occ_config
+    from core.training.recipes.ref import identity_offset
+    from core.training.shipping import main
+
+    torch.manual_seed(0)
+    init = InitOccNet(init_occ_config("resnet18"))
+    i_path = save_checkpoint(tmp_path / "i.safetensors", init, "init_occ", config=init.cfg)
+    for out in ("a", "b"):
+        assert main(["--out", str(tmp_path / out), "--init", str(i_path)]) == 0
+    a, b = (load_file(str(tmp_path / out / "ref_occ.safetensors")) for out in ("a", "b"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ref = load_weights_folder(tmp_path / "a")["ref_occ"]
+    enc = ref.trans_dec.init_enc
+    n = ref.cfg.init_occ_repeat
+    assert float(enc.weight[0, -n:].sum()) == pytest.approx(4.0, rel=1e-3)  # float16 storage
+    assert float(enc.bias[0]) == pytest.approx(-4.0 * identity_offset(4.0), rel=1e-3)
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "c")])  # neither --init nor --ref

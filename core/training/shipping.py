@@ -76,3 +76,62 @@ def pack_weights(sources: dict[str, Path], out_dir: str | Path, extra_metadata: 
             save_file(_half(encoder_state), str(tmp), metadata=header)
         written[path.name] = path.stat().st_size
     return written
+
+
+def identity_ref_around(init_path: str | Path, out_path: str | Path, logit_scale: float = 4.0) -> Path:
+    """Write network R built around the I in ``init_path`` with its decoder at the identity
+    of I's occupancy (``identity_init_ref_decoder`` at ``logit_scale``): R's image encoder and
+    1x1 layer are I's, so the set ships one encoder, and I + R gives I's surface. The shipped
+    sets use this R until a trained R beats it (MODEL_CARD.md)."""
+    from core.checkpoints import save_checkpoint
+    from core.models.init_occ import InitOccNet
+    from core.models.ref_occ import RefOccNet
+    from core.models.registry import load_network
+    from core.training.netconfigs import ref_occ_config
+    from core.training.recipes.base import share_encoder_from_init
+    from core.training.recipes.ref import identity_init_ref_decoder
+
+    init = load_network(init_path)
+    if not isinstance(init, InitOccNet):
+        raise CheckpointError(f"{init_path} holds no network I")
+    torch.manual_seed(0)  # R's unused parts (the identity decoder ignores them): one file per I
+    ref = RefOccNet(ref_occ_config(init.cfg.encoder))
+    with torch.no_grad():
+        ref.init_occ.load_state_dict(init.state_dict())
+        share_encoder_from_init(ref, init, final_layer=True)
+        identity_init_ref_decoder(ref, logit_scale=logit_scale)
+    metadata = {"ref": f"identity of I's occupancy, logit scale {logit_scale:g}", "init_from": str(init_path)}
+    return save_checkpoint(out_path, ref, "ref_occ", config=ref.cfg, metadata=metadata)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m core.training.shipping --out DIR --init I [--ref R] [--kpts K] [--halo H]``:
+    pack a weights folder from training exports; without ``--ref``, R is the identity around
+    ``--init``'s I (:func:`identity_ref_around`)."""
+    import argparse
+    import json
+    import tempfile
+
+    ap = argparse.ArgumentParser(prog="python -m core.training.shipping", description=main.__doc__)
+    ap.add_argument("--out", required=True, help="folder to write (its *.safetensors are replaced)")
+    ap.add_argument("--init", help="network I export (R is the identity around it)")
+    ap.add_argument("--ref", help="a trained network R export instead")
+    ap.add_argument("--kpts", help="network K export")
+    ap.add_argument("--halo", help="HALO baseline export")
+    args = ap.parse_args(argv)
+    if bool(args.init) == bool(args.ref):
+        ap.error("give exactly one of --init and --ref")
+    sources = {name: Path(p) for name, p in (("kpts_ref", args.kpts), ("halo_base", args.halo)) if p}
+    out = Path(args.out)
+    with tempfile.TemporaryDirectory() as tmp:
+        ref = Path(args.ref) if args.ref else identity_ref_around(args.init, Path(tmp) / "ref.safetensors")
+        sources["ref_occ"] = ref
+        out.mkdir(parents=True, exist_ok=True)
+        for old in out.glob("*.safetensors"):
+            old.unlink()
+        print(json.dumps(pack_weights(sources, out), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
