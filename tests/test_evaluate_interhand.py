@@ -111,8 +111,9 @@ def test_k_on_ground_truth_stays_close_and_one_hand_passes_through(frames, refin
 def test_weights_without_k_raise_checkpoint_error(tmp_path):
     from core.engine.backends import SHIPPED_WEIGHTS_DIR
 
-    for name in ("ref_occ.safetensors", "encoder.safetensors"):
-        (tmp_path / name).symlink_to(SHIPPED_WEIGHTS_DIR / name)
+    for path in SHIPPED_WEIGHTS_DIR.glob("*.safetensors"):  # every shipped file but K's
+        if path.name != "kpts_ref.safetensors":
+            (tmp_path / path.name).symlink_to(path)
     with pytest.raises(CheckpointError, match="no network K"):
         EngineKeypointRefiner(tmp_path, device="cpu")
 

@@ -185,7 +185,8 @@ def test_cache_build_resume_and_recipe_trains_the_tail_only(shipped_ref, folder_
         {"ref": {"data": {"kind": "synth_folder", "path": str(folder_of_two)}, "batch_size": 2,
                  "points_per_hand": 64, "contact_fraction": 0.25, "seed": 3, "lr": 1e-4,
                  "init_from": str(weights / "ref_occ.safetensors"), "identity_init": True,
-                 "ref_cache": "cache", "grad_clip": 1.0, "pen_weight": 1e-3, "identity_weight": 0.5}},
+                 "ref_cache": "cache", "grad_clip": 1.0, "pen_weight": 1e-3, "identity_weight": 0.5,
+                 "encoder_from": str(_encoder_file(shipped_ref, tmp_path))}},
         "ref",
     )  # fmt: skip
     recipe = RefRecipe(cfg, tmp_path / "run")
@@ -227,10 +228,17 @@ def test_cache_build_resume_and_recipe_trains_the_tail_only(shipped_ref, folder_
 
 def _full_checkpoint(net, tmp_path):
     from core.checkpoints import save_checkpoint
-    from core.training.netconfigs import ref_occ_config
+
+    return save_checkpoint(tmp_path / "ref_occ.safetensors", net, "ref_occ", config=net.cfg)
+
+
+def _encoder_file(net, tmp_path):
+    """The R's image encoder as an ``encoder_from`` file (what the recipe builds R around)."""
+    from core.checkpoints import save_checkpoint
+    from core.models.registry import TRAINED_ENCODER_NETWORK
 
     return save_checkpoint(
-        tmp_path / "ref_occ.safetensors", net, "ref_occ", config=ref_occ_config("resnet18")
+        tmp_path / "encoder.safetensors", net.image_encoder, TRAINED_ENCODER_NETWORK, config=net.cfg.encoder
     )
 
 
