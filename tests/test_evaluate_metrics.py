@@ -196,7 +196,7 @@ def test_the_packing_command_puts_an_identity_r_around_i(tmp_path):
     ref = load_weights_folder(tmp_path / "a")["ref_occ"]
     enc = ref.trans_dec.init_enc
     n = ref.cfg.init_occ_repeat
-    assert float(enc.weight[0, -n:].sum()) == pytest.approx(4.0, rel=1e-3)  # float16 storage
-    assert float(enc.bias[0]) == pytest.approx(-4.0 * identity_offset(4.0), rel=1e-3)
+    assert float(enc.weight[0, -n:].detach().sum()) == pytest.approx(4.0, rel=1e-3)  # float16 storage
+    assert float(enc.bias[0].detach()) == pytest.approx(-4.0 * identity_offset(4.0), rel=1e-3)
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "c")])  # neither --init nor --ref
