@@ -155,3 +155,46 @@ def test_the_normalised_image_path_gives_unit_tokens_that_follow_the_image(data_
     normalise_image_path(net, maps)  # a second pass on the same maps changes nothing
     assert all(torch.allclose(v, net.state_dict()[k], atol=1e-4) for k, v in before.items())
     assert torch.equal(before["left_decoder.lin0_0.weight"], net.left_decoder.lin0_0.weight)
+
+
+def _camera_points(points: torch.Tensor, joints: dict[str, torch.Tensor], side: str, scale: float):
+    from core.geometry import camera_ops
+
+    h = hand_inputs_from_joints(joints["left"][None], joints["right"][None], "cpu")[side]
+    p = points[None]
+    return camera_ops.canonical_to_camera(p, h.root_rot_mat, h.root_xyz, h.cam_R, h.cam_T, side, scale)
+
+
+def test_noisy_input_keypoints_keep_the_physical_query_points_and_labels(data_dir, tmp_path):
+    recipe, net = _recipe(data_dir, tmp_path, input_noise_share=1.0, input_noise_level=1.0)
+    base = SynthFolderDataset(data_dir, recipe.item_spec())
+    noisy = recipe.prepare_dataset(base, net, "cpu")
+    scale = net.cfg.global_scale
+    clean, item = base[(1, 2)], noisy[(1, 2)]
+    for side in ("left", "right"):
+        assert torch.equal(item[f"true_joints_{side}"], clean[f"joints_{side}"])
+        assert torch.equal(item[f"occ_{side}"], clean[f"occ_{side}"])
+        moved_mm = (item[f"joints_{side}"] - clean[f"joints_{side}"]).norm(dim=-1).mean().item() * 1000
+        assert moved_mm > 2.0  # I reads other keypoints ...
+        shift = (item[f"points_{side}"] - clean[f"points_{side}"]).norm(dim=-1).median().item()
+        assert shift * scale * 1000 > 1.0  # ... so the points' canonical coordinates move
+        truth = {s: clean[f"joints_{s}"] for s in ("left", "right")}
+        given = {s: item[f"joints_{s}"] for s in ("left", "right")}
+        err = (_camera_points(item[f"points_{side}"], given, side, scale)
+               - _camera_points(clean[f"points_{side}"], truth, side, scale)).abs().max().item()  # fmt: skip
+        assert err < 2e-6  # metres: the same physical points, labels kept
+    again = noisy[(1, 2)]
+    assert torch.equal(again["joints_right"], item["joints_right"])  # deterministic per (index, draw)
+    assert not torch.equal(noisy[(1, 3)]["joints_right"], item["joints_right"])
+    loss, stats = recipe.loss(net, default_collate([noisy[(0, 0)], noisy[(1, 0)]]), "cpu")
+    assert torch.isfinite(loss) and 0.0 <= stats["iou"] <= 1.0
+
+    _, net_half = _recipe(data_dir, tmp_path, input_noise_share=0.5)
+    half = make_recipe(TrainConfig.of("init", data={"kind": "synth_folder", "path": str(data_dir)},
+                                      input_noise_share=0.5), tmp_path)  # fmt: skip
+    half_items = half.prepare_dataset(SynthFolderDataset(data_dir, half.item_spec()), net_half, "cpu")
+    jittered = [not torch.equal(half_items[(0, d)]["joints_left"], half_items[(0, d)]["true_joints_left"])
+                for d in range(24)]  # fmt: skip
+    assert 6 <= sum(jittered) <= 18
+    with pytest.raises(TrainConfigError, match="share"):
+        TrainConfig.of("init", data={"kind": "synth_folder", "path": str(data_dir)}, input_noise_share=1.5)

@@ -32,12 +32,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.geometry import camera_ops
-from core.geometry.camera_ops import camera_to_canonical
 from core.hand.joints import HAND_SIDES
 from core.models.ref_occ import RefOccNet
 from core.training.cache_files import read_meta, state_fingerprint, write_meta
 from core.training.datasets import DatasetError, SynthFolderDataset, _Addressed, contact_subsample
+from core.training.input_noise import move_canonical_points
 
 META_FILE = "ref_cache.json"
 # The trainable part of R when it trains from this cache: the decoder's MLP tail.
@@ -136,10 +135,7 @@ def _decoder_inputs(
     p = torch.as_tensor(points_s, dtype=torch.float32, device=dev)[None]
     if d != s:  # the other hand's points in this hand's canonical frame, through the camera
         hand_s = frames[s].network_inputs(dev)
-        cam = camera_ops.canonical_to_camera(
-            p, hand_s.root_rot_mat, hand_s.root_xyz, hand_s.cam_R, hand_s.cam_T, s, net.cfg.global_scale
-        )
-        p = camera_to_canonical(cam, hand_d, d, net.cfg.global_scale)
+        p = move_canonical_points(p, hand_s, s, hand_d, d, net.cfg.global_scale)
     occ = backend.init_occupancy(feats, frames[d], p[0].cpu().numpy(), False)  # as the engine runs I
     geometry = net.query_geometry(feats.ref, context, d, hand_d, p)
     attended = net.trans_dec.ct1(geometry[..., :3], context.decoder_encoding(d))
@@ -156,10 +152,7 @@ def into_input_frames(global_scale: float, truth, frames, side: str, points: np.
     hand_gt = hand_inputs_from_joints(joints["left"], joints["right"], "cpu")[side]
     hand_in = frames[side].network_inputs("cpu")
     p = torch.as_tensor(points, dtype=torch.float32)[None]
-    cam = camera_ops.canonical_to_camera(
-        p, hand_gt.root_rot_mat, hand_gt.root_xyz, hand_gt.cam_R, hand_gt.cam_T, side, global_scale
-    )
-    return camera_to_canonical(cam, hand_in, side, global_scale)[0].numpy().astype(np.float32)
+    return move_canonical_points(p, hand_gt, side, hand_in, side, global_scale)[0].numpy().astype(np.float32)
 
 
 def sample_cache_entry(
