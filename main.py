@@ -10,6 +10,10 @@ import argparse
 import importlib
 import sys
 
+from core.openmp import limit_openmp_spinning
+
+limit_openmp_spinning()  # before any command imports torch (see core/openmp.py)
+
 COMMANDS = {
     "gui": ("app.cli", "open the desktop application"),
     "reconstruct": ("core.cli.reconstruct", "image + keypoints -> two hand meshes"),

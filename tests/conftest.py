@@ -1,5 +1,9 @@
 import pytest
-import torch
+
+from core.openmp import limit_openmp_spinning
+
+limit_openmp_spinning()  # before torch loads: a busy CI core must not stall every test
+import torch  # noqa: E402
 
 # The golden vectors were produced with 2 CPU threads; match that for reproducibility.
 torch.set_num_threads(2)
