@@ -96,17 +96,19 @@ class NoisyInputItems(_Addressed):
         return item
 
 
+def keypoint_hand_inputs(keypoints: TwoHandKeypoints) -> dict[str, HandInputs]:
+    """Both hands' I/R inputs (CPU) from camera-frame keypoints, as training builds them."""
+    from core.training.recipes.base import hand_inputs_from_joints
+
+    j = {s: torch.as_tensor(keypoints.hand(s), dtype=torch.float64)[None] for s in HAND_SIDES}
+    return hand_inputs_from_joints(j["left"], j["right"], "cpu")
+
+
 def points_into_keypoint_frames(
     points: dict[str, torch.Tensor], truth: TwoHandKeypoints, other: TwoHandKeypoints, global_scale: float
 ) -> dict[str, torch.Tensor]:
     """Each hand's canonical points (M, 3) under ``truth`` -> under ``other`` (float32)."""
-    from core.training.recipes.base import hand_inputs_from_joints
-
-    def inputs(k: TwoHandKeypoints) -> dict[str, HandInputs]:
-        j = {s: torch.as_tensor(k.hand(s), dtype=torch.float64)[None] for s in HAND_SIDES}
-        return hand_inputs_from_joints(j["left"], j["right"], "cpu")
-
-    src, dst = inputs(truth), inputs(other)
+    src, dst = keypoint_hand_inputs(truth), keypoint_hand_inputs(other)
     return {
         s: move_canonical_points(points[s].float()[None], src[s], s, dst[s], s, global_scale)[0].float()
         for s in HAND_SIDES

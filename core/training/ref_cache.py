@@ -36,7 +36,7 @@ from core.hand.joints import HAND_SIDES
 from core.models.ref_occ import RefOccNet
 from core.training.cache_files import read_meta, state_fingerprint, write_meta
 from core.training.datasets import DatasetError, SynthFolderDataset, _Addressed, contact_subsample
-from core.training.input_noise import move_canonical_points
+from core.training.input_noise import keypoint_hand_inputs, move_canonical_points
 
 META_FILE = "ref_cache.json"
 # The trainable part of R when it trains from this cache: the decoder's MLP tail.
@@ -146,10 +146,7 @@ def into_input_frames(global_scale: float, truth, frames, side: str, points: np.
     """Canonical points (M, 3) of hand ``side`` under the ground-truth keypoints ``truth`` ->
     the same physical points in the canonical frame of the engine's ``frames`` (made from
     other keypoints)."""
-    from core.training.recipes.base import hand_inputs_from_joints
-
-    joints = {s: torch.as_tensor(truth.hand(s), dtype=torch.float64)[None] for s in HAND_SIDES}
-    hand_gt = hand_inputs_from_joints(joints["left"], joints["right"], "cpu")[side]
+    hand_gt = keypoint_hand_inputs(truth)[side]
     hand_in = frames[side].network_inputs("cpu")
     p = torch.as_tensor(points, dtype=torch.float32)[None]
     return move_canonical_points(p, hand_gt, side, hand_in, side, global_scale)[0].numpy().astype(np.float32)
