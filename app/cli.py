@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resolution", type=int, help="final grid resolution per axis")
     parser.add_argument("--preview-resolution", type=int, help="preview grid resolution (0: no preview)")
     parser.add_argument(
+        "--resolve-contact", action="store_true", help="start with 'Resolve contact (no overlap)' on"
+    )
+    parser.add_argument(
         "--screenshot", metavar="PNG", help="save a screenshot once the final reconstruction is shown"
     )
     parser.add_argument("--exit", action="store_true", help="quit after --screenshot (headless checks)")
@@ -62,6 +65,8 @@ def _run_window(app, window, args: argparse.Namespace) -> int:
         overrides["resolution"] = args.resolution
     if args.preview_resolution is not None:
         overrides["preview_resolution"] = args.preview_resolution
+    if args.resolve_contact:
+        overrides["resolve_contact"] = True
     if overrides:
         window.settings_panel.set_settings({**window.settings_panel.settings(), **overrides})
     window.show()

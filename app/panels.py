@@ -35,6 +35,7 @@ DEFAULT_SETTINGS = {
     "threshold_init": 0.5,
     "threshold_ref": 0.45,
     "device": "auto",
+    "resolve_contact": False,
 }
 DEVICES = ("auto", "cpu", "cuda")
 GRID_RESOLUTIONS = (32, 64, 128, 256, 512)
@@ -73,6 +74,14 @@ class SettingsPanel(QWidget):
         self.stages.addItems(["I + R (refined)", "I only (initial)", "I + R, fast final (R to 128³)"])
         form.addRow(self.use_k)
         form.addRow("Occupancy", self.stages)
+        # Off by default: the highlighted interpenetration is the networks' own output, which
+        # a researcher wants to see; on, the meshes meet at a contact surface instead.
+        self.resolve_contact = QCheckBox("Resolve contact (no overlap)")
+        self.resolve_contact.setToolTip(
+            "Points inside both hands go to the hand they are deeper in, so the meshes meet "
+            "instead of interpenetrating (a post-process, not a network)."
+        )
+        form.addRow(self.resolve_contact)
         # The engine's grids are 32 * 2^k per axis; "off" = no preview stage.
         self.preview_res = QComboBox()
         self.preview_res.addItem("off", 0)
@@ -124,7 +133,7 @@ class SettingsPanel(QWidget):
         self.setFixedWidth(270)
 
         self.set_settings(DEFAULT_SETTINGS)
-        for w in (self.use_k,):
+        for w in (self.use_k, self.resolve_contact):
             w.toggled.connect(self.settingsChanged)
         self.stages.currentIndexChanged.connect(self.settingsChanged)
         for w in (self.preview_res, self.final_res):
@@ -161,16 +170,18 @@ class SettingsPanel(QWidget):
             "threshold_init": float(self.threshold_init.value()),
             "threshold_ref": float(self.threshold_ref.value()),
             "device": self.device.currentText(),
+            "resolve_contact": self.resolve_contact.isChecked(),
         }
 
     def set_settings(self, values: dict) -> None:
         merged = {**DEFAULT_SETTINGS, **{k: v for k, v in values.items() if k in DEFAULT_SETTINGS}}
         widgets = (self.use_k, self.stages, self.preview_res, self.final_res, self.threshold_init,
-                   self.threshold_ref, self.device)  # fmt: skip
+                   self.threshold_ref, self.device, self.resolve_contact)  # fmt: skip
         for w in widgets:
             w.blockSignals(True)
         try:
             self.use_k.setChecked(bool(merged["use_keypoint_refiner"]))
+            self.resolve_contact.setChecked(bool(merged["resolve_contact"]))
             if not merged["use_refinement"]:
                 self.stages.setCurrentIndex(1)
             else:

@@ -44,6 +44,7 @@ class FakeEngine:
         self.busy_work = busy_work
         self.calls = 0
         self.cancelled = 0
+        self.last_settings = None
 
     def _wait(self, should_cancel) -> bool:
         end = time.perf_counter() + self.stage_delay_s
@@ -63,6 +64,7 @@ class FakeEngine:
         self, image_rgb, camera, keypoints: TwoHandKeypoints, settings, should_cancel=None
     ):
         self.calls += 1
+        self.last_settings = settings
         if self.fail_times > 0:
             self.fail_times -= 1
             raise RuntimeError("fake engine failure (as asked)")

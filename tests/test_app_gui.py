@@ -169,7 +169,10 @@ def test_penetrating_hands_show_a_highlighted_region_and_volume(qtbot, tmp_path,
 
 
 def test_project_save_and_load_round_trip_in_the_app(opened, qtbot, tmp_path):
-    window, _ = opened
+    window, engine = opened
+    assert not engine.last_settings["resolve_contact"]  # off by default (the tests pass settings as dicts)
+    window.settings_panel.resolve_contact.setChecked(True)  # a new job, with the setting
+    qtbot.waitUntil(lambda: engine.last_settings["resolve_contact"], timeout=5000)
     window.doc.move_keypoint_2d(0, "left", 5, window.image_view.handle_pixel("left", 5) + 10.0)
     window.doc.set_joint_visible(0, "left", 5, False)
     window.settings_panel.final_res.setCurrentIndex(window.settings_panel.final_res.findData(128))
@@ -185,6 +188,7 @@ def test_project_save_and_load_round_trip_in_the_app(opened, qtbot, tmp_path):
     assert window.settings_panel.settings()["resolution"] == 128
     assert window.settings_panel.settings()["refinement_resolution"] == 128
     assert window.settings_panel.stages.currentIndex() == 2
+    assert window.settings_panel.settings()["resolve_contact"]
     wait_final(qtbot, window)
 
 

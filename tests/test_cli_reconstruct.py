@@ -40,12 +40,14 @@ def test_reconstruct_writes_meshes_keypoints_and_report(tmp_path, halo_path, fmt
             fmt,
             "--out",
             str(out),
+            *(["--resolve-contact"] if fmt == "glb" else []),
         ]
     )
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
     assert report["mode"] == "halo_only" and report["resolution"] == 64
     assert {"total", "meshes", "penetration"} <= set(report["timings_s"])
+    assert ("contact" in report["timings_s"]) == (fmt == "glb")  # --resolve-contact ran
     assert report["penetration_volume_cm3"] >= 0.0
     kp_in, _ = load_keypoints(IH, IH / "image69148.jpg")
     kp_out, cam = load_keypoints(out / "keypoints.json", "image69148.jpg")

@@ -144,6 +144,12 @@ def test_evaluate_command_runs_every_row(tmp_path, capsys):
     for row in result["rows"].values():
         assert 0.0 <= row["iou"] <= 1.0 and row["cd_mm"] > 0 and row["pen_cm3"] >= 0
     assert result["mpjpe_mm"]["noisy"] > 1.0  # the noise model moves joints by millimetres
+    assert result["config"]["resolve_contact"] is False and "contact resolution" not in text
+    code = main(["evaluate", "--data", "synthetic:seed=1234,count=1", "--weights", str(tmp_path / "w"),
+                 "--json", str(out_json), "--resolution", "32", "--points", "2000", "--rows", "I",
+                 "--resolve-contact"])  # fmt: skip
+    assert code == 0 and "contact resolution" in capsys.readouterr().out
+    assert json.loads(out_json.read_text())["config"]["resolve_contact"] is True
 
 
 def test_evaluate_rejects_bad_data_spec(capsys):

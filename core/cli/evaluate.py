@@ -31,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--points", type=int, default=100_000, help="IoU / Chamfer points per hand (default 100k)"
     )
     parser.add_argument("--quick", action="store_true", help="resolution 64, 20k points: a fast check")
+    parser.add_argument(
+        "--resolve-contact", action="store_true",
+        help="every row with the engine's contact resolution (points inside both hands go to the deeper one)",
+    )  # fmt: skip
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument(
         "--rows",
@@ -106,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = evaluation.EvalConfig(**QUICK)
     if args.rows is not None:
         cfg = replace(cfg, rows=parse_rows(args.rows))
+    if args.resolve_contact:
+        cfg = replace(cfg, resolve_contact=True)
     im2hands, halo = engines(args.weights, args.device)
     samples = evaluation.synthetic_samples(spec["seed"], spec["count"])
 

@@ -54,6 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--refine-keypoints", action="store_true", help="run network K first (if the weights have it)"
     )
     parser.add_argument("--half", action="store_true", help="bfloat16 / float16 point networks")
+    parser.add_argument(
+        "--resolve-contact", action="store_true",
+        help="give points inside both hands to the deeper one: the meshes meet instead of overlapping",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, required=True, help="output folder")
 
 
@@ -106,6 +110,7 @@ def _settings(args: argparse.Namespace):
         refinement_resolution=args.refinement_resolution,
         use_keypoint_refiner=args.refine_keypoints,
         half_precision=args.half,
+        resolve_contact=args.resolve_contact,
     )
 
 

@@ -40,6 +40,7 @@ from core.engine.backends import (
     load_backend,
     resolve_device,
 )
+from core.engine.contact import resolve_contact
 from core.engine.hands import GLOBAL_SCALE, HandFrame, hand_frames
 from core.engine.image_input import (
     crop_for_keypoints,
@@ -434,6 +435,14 @@ class _Job:
 
         t = time.perf_counter()
         dense = {side: g.to_dense() for side, g in grids.items()}
+        if self.settings.resolve_contact:
+            t_contact = time.perf_counter()
+            dense = resolve_contact(
+                dense,
+                {s: self.frames[s].box_to_cam for s in dense},
+                {s: self.frames[s].cam_to_box for s in dense},
+            )
+            timings["contact"] = time.perf_counter() - t_contact
         meshes = {side: self._mesh(side, d) for side, d in dense.items()}
         timings["meshes"] = time.perf_counter() - t
 

@@ -10,7 +10,7 @@ from core.errors import InputError
 
 DEVICES = ("auto", "cpu", "cuda")
 MAX_RESOLUTION = 512  # per axis; 1024 would need gigabytes per hand and many minutes
-_BOOLS = ("use_keypoint_refiner", "use_refinement", "half_precision", "penetration")
+_BOOLS = ("use_keypoint_refiner", "use_refinement", "half_precision", "penetration", "resolve_contact")
 _INTS = ("resolution", "preview_resolution", "mise_resolution0", "anchor_resolution", "num_anchors",
          "anchor_seed", "refinement_resolution", "points_per_batch")  # fmt: skip
 _FLOATS = ("threshold_init", "threshold_ref", "box_padding", "skip_margin_m", "penetration_spacing_m")
@@ -46,7 +46,12 @@ class ReconstructionSettings:
     value plus R's correction (the logit difference R - I) interpolated trilinearly from the
     enclosing coarse cell, so R's cost stops growing with the resolution while I's fine
     detail stays. Exact at the coarse lattice points; see docs/ARCHITECTURE.md for the
-    measured agreement."""
+    measured agreement.
+
+    ``resolve_contact`` (ours; off = the networks' own surfaces): each point inside both
+    hands goes to the hand whose occupancy margin is larger, by the rule the synthetic ground
+    truth is built with (:mod:`core.engine.contact`), so the meshes meet instead of
+    interpenetrating. A post-process on the lattices, not a network."""
 
     resolution: int = 256
     preview_resolution: int = 64
@@ -66,6 +71,7 @@ class ReconstructionSettings:
     points_per_batch: int = 65536  # bounds the memory of one network call
     penetration: bool = True
     penetration_spacing_m: float = 1e-3
+    resolve_contact: bool = False
 
     def __post_init__(self):
         _check_types(self)
