@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
-from scipy.ndimage import binary_dilation, distance_transform_edt, map_coordinates
+from scipy.ndimage import binary_dilation, distance_transform_edt
 
 from core.engine.mise import DenseGrid
 
@@ -58,12 +58,6 @@ def signed_distance_m(grid: DenseGrid, step_m: float) -> np.ndarray:
     return (np.where(inside, -depth, height) * step_m).astype(np.float32)
 
 
-def sample_block(grid: DenseGrid, field: np.ndarray, points_box: np.ndarray, cval: float) -> np.ndarray:
-    """Trilinear values of a block-shaped ``field`` at box points (M, 3); ``cval`` off the block."""
-    idx = grid.box_to_lattice(points_box) - grid.origin + 1.0
-    return map_coordinates(field, idx.T, order=1, mode="constant", cval=cval)
-
-
 def resolved_margin(own: np.ndarray, depth_own_m: np.ndarray, depth_other_m: np.ndarray, step_m: float):
     """Margins of ``own`` (positive inside) with the points inside the other hand
     (``depth_other_m < 0``) kept only where they are deeper in ``own``."""
@@ -94,7 +88,7 @@ def resolve_contact(
             out[side] = grid
             continue
         cam = box_to_cam[side](block_points_box(grid, np.argwhere(near)))
-        depth_other = sample_block(grid_o, sdf[other], cam_to_box[other](cam), FAR_OUTSIDE_M)
+        depth_other = grid_o.sample_block_field(sdf[other], cam_to_box[other](cam), FAR_OUTSIDE_M)
         values = grid.values.copy()
         own = values[near] - grid.threshold  # np.argwhere and boolean indexing share C order
         values[near] = grid.threshold + resolved_margin(own, sdf[side][near], depth_other, steps[side])

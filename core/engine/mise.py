@@ -60,12 +60,15 @@ class DenseGrid:
 
     def sample(self, points_box: np.ndarray) -> np.ndarray:
         """Trilinear interpolation at (M, 3) box points; points off the block read as outside."""
+        return self.sample_block_field(self.values, points_box, OUTSIDE_VALUE)
+
+    def sample_block_field(self, field: np.ndarray, points_box: np.ndarray, off_block: float) -> np.ndarray:
+        """Trilinear interpolation of any block-shaped ``field`` (e.g. a distance derived from
+        ``values``) at (M, 3) box points; ``off_block`` off the block."""
         from scipy.ndimage import map_coordinates
 
         idx = self.box_to_lattice(points_box) - self.origin + 1.0
-        return map_coordinates(self.values, idx.T, order=1, mode="constant", cval=OUTSIDE_VALUE).astype(
-            np.float32
-        )
+        return map_coordinates(field, idx.T, order=1, mode="constant", cval=off_block).astype(np.float32)
 
 
 def available_memory_bytes() -> int | None:
