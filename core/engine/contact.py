@@ -36,11 +36,6 @@ MARGIN_PER_STEP = 0.5  # k: occupancy margin per lattice step in the resolved zo
 TIE_MARGIN = 1e-6  # a point exactly as deep in both hands goes to neither (no overlap)
 
 
-def block_points_box(grid: DenseGrid, ijk_block: np.ndarray) -> np.ndarray:
-    """Box coordinates of block indices (M, 3) of ``grid.values`` (padding included)."""
-    return grid.lattice_to_box(ijk_block + grid.origin - 1)
-
-
 def metres_per_step(grid: DenseGrid, box_to_cam: PointMap) -> float:
     """Camera metres of one lattice step (the box -> camera map is a similarity)."""
     a = np.zeros((1, 3))
@@ -87,7 +82,7 @@ def resolve_contact(
         if not near.any():
             out[side] = grid
             continue
-        cam = box_to_cam[side](block_points_box(grid, np.argwhere(near)))
+        cam = box_to_cam[side](grid.block_to_box(np.argwhere(near)))
         depth_other = grid_o.sample_block_field(sdf[other], cam_to_box[other](cam), FAR_OUTSIDE_M)
         values = grid.values.copy()
         own = values[near] - grid.threshold  # np.argwhere and boolean indexing share C order

@@ -48,8 +48,7 @@ def extract_mesh_box(grid: DenseGrid, threshold: float | None = None) -> tuple[n
     vertices, faces = marching_cubes_in_slabs(grid.values, thr)
     if len(faces) == 0:
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32)
-    lattice = vertices - 1.0 + grid.origin  # undo the padding layer and the crop
-    return grid.lattice_to_box(lattice).astype(np.float32), faces.astype(np.int32)
+    return grid.block_to_box(vertices).astype(np.float32), faces.astype(np.int32)
 
 
 def flip_faces(faces: np.ndarray) -> np.ndarray:

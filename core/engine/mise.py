@@ -55,6 +55,10 @@ class DenseGrid:
     def lattice_to_box(self, lattice: np.ndarray) -> np.ndarray:
         return self.box_size * (np.asarray(lattice, dtype=np.float64) / self.resolution - 0.5)
 
+    def block_to_box(self, block_index: np.ndarray) -> np.ndarray:
+        """Box coordinates of (fractional) indices into ``values`` (padding included)."""
+        return self.lattice_to_box(np.asarray(block_index, dtype=np.float64) - 1.0 + self.origin)
+
     def box_to_lattice(self, points_box: np.ndarray) -> np.ndarray:
         return (np.asarray(points_box, dtype=np.float64) / self.box_size + 0.5) * self.resolution
 
