@@ -260,3 +260,63 @@ def test_detector_depth_ratio_steadies_the_relative_depth_of_two_hands():
         cued = fit_hands([obs_l, obs_r], CAMERA)
         with_cue.append(np.linalg.norm((cued[0].joints_m[0] - cued[1].joints_m[0]) * 1000 - truth))
     assert np.mean(with_cue) < 0.6 * np.mean(without)
+
+
+def _detection_of(joints: np.ndarray, side: str, world_m: np.ndarray, depth_px: np.ndarray, rng,
+                  noise_px: float = 1.0):
+    from core.detect.detector import HandDetection
+
+    uv = CAMERA.project(joints) + rng.normal(scale=noise_px, size=(21, 2))
+    return HandDetection(uv, depth_px, world_m, side, 0.8 if side == "right" else -0.8, 0.97)
+
+
+def _dz_error(shape: np.ndarray, joints: np.ndarray) -> float:
+    from core.detect.skeleton_fit import _bone_dirs
+
+    return float(np.abs(_bone_dirs(shape)[:, 2] - _bone_dirs(joints)[:, 2]).mean())
+
+
+def test_landmark_shape_reads_mediapipe_depth_in_pixels_like_x():
+    """MediaPipe's image-landmark z is depth relative to the wrist, scaled like x (pixels at
+    the wrist's depth): exact landmarks and depths give the true hand, in wrist depths."""
+    from core.detect.lifting import landmark_shape_in_camera
+
+    rng = np.random.default_rng(11)
+    for side in ("right", "left"):
+        _, joints = _true_hand(rng, side, 0.0)
+        depth_px = (joints[:, 2] - joints[0, 2]) * CAMERA.K[0, 0] / joints[0, 2]
+        det = _detection_of(joints, side, joints - joints.mean(0), depth_px, rng, noise_px=0.0)
+        shape = landmark_shape_in_camera(det, CAMERA)
+        np.testing.assert_allclose(shape, (joints - joints.mean(0)) / joints[0, 2], atol=1e-9)
+        assert chirality_score(shape) * (1 if side == "right" else -1) > 0
+
+
+def test_both_depth_cues_average_and_a_contradicting_relief_is_left_out():
+    """The default cue is the mean of MediaPipe's two reliefs (world landmarks, image-landmark
+    z): with independent errors in each it is closer to the truth than either. A landmark
+    relief of the other chirality (the side was decided against it) is not averaged in."""
+    from core.detect.lifting import DEFAULT_DEPTH_CUE, depth_hint, world_shape_in_camera
+
+    assert DEFAULT_DEPTH_CUE == "both"
+    rng = np.random.default_rng(12)
+    errors = {"world": [], "landmarks": [], "both": []}
+    for k in range(20):
+        side = ("right", "left")[k % 2]
+        _, joints = _true_hand(rng, side, 0.0)
+        world = (joints - joints.mean(0)) * 0.7 + rng.normal(scale=0.7 * 0.008, size=(21, 3))
+        rel = (joints[:, 2] - joints[0, 2]) + rng.normal(scale=0.008, size=21)
+        depth_px = rel * CAMERA.K[0, 0] / joints[0, 2]
+        det = _detection_of(joints, side, world, depth_px, rng)
+        for cue in errors:
+            errors[cue].append(_dz_error(depth_hint(det, CAMERA, depth_cue=cue), joints))
+    mean = {cue: float(np.mean(e)) for cue, e in errors.items()}
+    assert mean["both"] < 0.9 * min(mean["world"], mean["landmarks"]), mean
+
+    mirrored = _detection_of(joints, side, world, -depth_px, rng)  # the last hand, relief flipped
+    np.testing.assert_allclose(depth_hint(mirrored, CAMERA), world_shape_in_camera(mirrored, CAMERA))
+    flat = _detection_of(joints, side, world, np.zeros(21), rng)  # a detector without depth
+    np.testing.assert_allclose(depth_hint(flat, CAMERA), world_shape_in_camera(flat, CAMERA))
+    flipped_back = depth_hint(mirrored, CAMERA, depth_cue="landmarks")
+    assert chirality_score(flipped_back) * (1 if side == "right" else -1) > 0
+    with pytest.raises(ValueError, match="depth cue"):
+        depth_hint(det, CAMERA, depth_cue="sonar")

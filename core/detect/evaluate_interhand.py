@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from core.detect.detector import ImageDetection
-from core.detect.lifting import DEFAULT_METHOD, LIFTING_METHODS, lift_detection
+from core.detect.lifting import DEFAULT_DEPTH_CUE, DEFAULT_METHOD, DEPTH_CUES, LIFTING_METHODS, lift_detection
 from core.errors import CheckpointError
 from core.hand.joints import HAND_SIDES, INTERHAND_HAND_SLICES, MANO_WRIST, convert_joints
 from core.types import Camera, TwoHandKeypoints
@@ -122,7 +122,8 @@ def with_true_2d(d: DetectedFrame) -> ImageDetection:
 
 
 def lift_frames(detected: list[DetectedFrame], lifting: str = DEFAULT_METHOD, snap_to_2d: bool | None = None,
-                ray_correction: bool = True, true_2d: bool = False) -> list[DetectedFrame]:
+                ray_correction: bool = True, true_2d: bool = False,
+                depth_cue: str = DEFAULT_DEPTH_CUE) -> list[DetectedFrame]:
     """The detections lifted with ``lifting`` ("skeleton" or "world", see
     :func:`core.detect.lifting.lift_detection_with_fits`) in each frame's true camera;
     ``true_2d``: from the projected ground truth instead of the detected landmarks."""
@@ -131,7 +132,7 @@ def lift_frames(detected: list[DetectedFrame], lifting: str = DEFAULT_METHOD, sn
         start = time.perf_counter()
         det = with_true_2d(d) if true_2d else d.detection
         kp = lift_detection(det, d.frame.camera, snap_to_2d=snap_to_2d, ray_correction=ray_correction,
-                            method=lifting)
+                            method=lifting, depth_cue=depth_cue)
         out.append(replace(d, keypoints=kp, lift_seconds=time.perf_counter() - start))
     return out
 
@@ -218,13 +219,14 @@ class RefinerComparison:
 
 def evaluate_with_refiner(frames: list[InterHandFrame], detector, refiner, snap_to_2d: bool | None = None,
                           ray_correction: bool = True, lifting: str = DEFAULT_METHOD,
-                          detected: list[DetectedFrame] | None = None) -> list[RefinerComparison]:
+                          detected: list[DetectedFrame] | None = None,
+                          depth_cue: str = DEFAULT_DEPTH_CUE) -> list[RefinerComparison]:
     """Detect once per frame (or take ``detected``, already run); score the lifted keypoints,
     then ``refiner``'s output on them for frames where both hands were found."""
     out = []
     if detected is None:
         detected = run_detector(frames, detector)
-    for d in lift_frames(detected, lifting, snap_to_2d, ray_correction):
+    for d in lift_frames(detected, lifting, snap_to_2d, ray_correction, depth_cue=depth_cue):
         before = score_keypoints(d.frame, d.keypoints, d.views_tried, d.seconds)
         kp = d.keypoints
         if kp.left is None or kp.right is None:
@@ -348,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (network K)")
     parser.add_argument("--lifting", default=DEFAULT_METHOD, choices=LIFTING_METHODS,
                         help="lifting used for the before/after-K comparison (default: %(default)s)")
+    parser.add_argument("--depth-cue", default=DEFAULT_DEPTH_CUE, choices=DEPTH_CUES,
+                        help="the skeleton fit's depth-direction cue (default: %(default)s)")
     parser.add_argument("--json", default=None,
                         help="also write the before/after-K results to this JSON file")
     parser.add_argument("--no-variants", action="store_true",
@@ -371,16 +375,21 @@ def main(argv: list[str] | None = None) -> int:
             print(format_table(score_frames(lifted), title))
             ms = [1000 * d.lift_seconds / max(1, len(d.keypoints.present_sides())) for d in lifted]
             print(f"lifting time per hand: {', '.join(f'{m:.0f}' for m in ms)} ms (wall, per frame)\n")
+        for cue in DEPTH_CUES:
+            res = score_frames(lift_frames(detected, "skeleton", depth_cue=cue))
+            print(format_table(res, f"retries=True, lifting=skeleton, depth_cue={cue}") + "\n")
         for lifting in LIFTING_METHODS:
             res = score_frames(lift_frames(detected, lifting, true_2d=True))
             title = f"diagnostic: true 2D landmarks (projected ground truth), lifting={lifting}"
             print(format_table(res, title) + "\n")
-    rows = evaluate_with_refiner(frames, None, refiner, lifting=args.lifting, detected=detected)
+    rows = evaluate_with_refiner(frames, None, refiner, lifting=args.lifting, detected=detected,
+                                 depth_cue=args.depth_cue)
     weights = args.weights or "shipped resources/weights"
     print(format_refiner_table(rows, f"network K ({weights}); retries=True, lifting={args.lifting}") + "\n")
     if args.json:
         report = refiner_report(rows, samples=args.samples, weights=weights,
-                                device=str(refiner.engine.device), retries=True, lifting=args.lifting)
+                                device=str(refiner.engine.device), retries=True, lifting=args.lifting,
+                                depth_cue=args.depth_cue)
         from core.io.atomic import write_text_atomic
 
         write_text_atomic(args.json, json.dumps(report, indent=2))

@@ -36,7 +36,7 @@ from core.detect.evaluate_interhand import (
     run_detector,
     score_frames,
 )
-from core.detect.lifting import DEFAULT_METHOD, LIFTING_METHODS
+from core.detect.lifting import DEFAULT_DEPTH_CUE, DEFAULT_METHOD, DEPTH_CUES, LIFTING_METHODS
 from core.detect.skeleton_fit import FitOptions, HandObservation, fit_hands
 from core.types import Camera
 
@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("samples", help="folder written by `python main.py synth --out`")
     parser.add_argument("--lifting", default=DEFAULT_METHOD, choices=LIFTING_METHODS)
+    parser.add_argument("--depth-cue", default=DEFAULT_DEPTH_CUE, choices=DEPTH_CUES,
+                        help="the skeleton fit's depth-direction cue (default: %(default)s)")
     parser.add_argument("--json", default=None, help="also write the summaries to this JSON file")
     parser.add_argument("--lift-only", action="store_true",
                         help="no detector: the skeleton fit on projected ground truth + noise")
@@ -115,9 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         detected = run_detector(frames, det)
     report = {}
     for name, true_2d in (("detected 2D", False), ("true 2D", True)):
-        lifted = lift_frames([d for d in detected if d.detection.hands], args.lifting, true_2d=true_2d)
+        lifted = lift_frames([d for d in detected if d.detection.hands], args.lifting, true_2d=true_2d,
+                             depth_cue=args.depth_cue)
         results = score_frames(lifted)
-        print(format_table(results, f"synthetic renders, {name}, lifting={args.lifting}") + "\n")
+        title = f"synthetic renders, {name}, lifting={args.lifting}, depth_cue={args.depth_cue}"
+        print(format_table(results, title) + "\n")
         both = [r for r in results if r.root_vector_error_mm is not None]
         summary = lifting_summary(results)
         summary["hands_annotated"] = 2 * len(frames)
