@@ -330,3 +330,34 @@ def test_encoder_eval_scores_a_perfect_encoder_near_zero(render_folder):
     swapping.swap_sides = True  # every joint read on the other hand: all of the error is the swap
     swapped = evaluate_encoder(swapping, files, batch_size=3)
     assert swapped.swapped_share > 0.95 and swapped.joint_error_px > 10
+
+
+def test_one_hand_reframing_fills_the_crop_with_one_hand(render_folder):
+    """one_hand_prob 1 with no jitter: one hand's joint box spans one_hand_fill of the crop,
+    centred, and its joints stay on its own mask; the option off draws nothing (older runs
+    replay bit for bit)."""
+    from core.synth.samples import load_sample
+
+    item = encoder_sample(load_sample(sorted(render_folder.glob("*.npz"))[3]))
+    still = dict(scale_range=(1.0, 1.0), shift_fraction=0.0, rotation_deg=0.0)
+    sides_seen = set()
+    for seed in range(6):
+        one = augment(item, np.random.default_rng(seed), AugmentConfig(**still, one_hand_prob=1.0))
+        spans = []
+        for hand in range(2):
+            uv = one.joints_uv[21 * hand:21 * (hand + 1)]
+            spans.append((uv.max(0) - uv.min(0)).max())
+        hand = int(np.argmin([abs(sp - 0.8 * 256) for sp in spans]))
+        sides_seen.add(hand)
+        uv = one.joints_uv[21 * hand:21 * (hand + 1)]
+        assert abs(spans[hand] - 0.8 * 256) < 1e-6
+        np.testing.assert_allclose((uv.max(0) + uv.min(0)) / 2, 128.0, atol=1e-6)
+        t = map_targets(one, 1.5)
+        cells = np.round(crop_to_map(uv, 256)).astype(int).clip(0, 63)
+        own = t.masks[hand] > 0.3
+        near = [own[max(0, y - 2):y + 3, max(0, x - 2):x + 3].any() for x, y in cells]
+        assert np.mean(near) > 0.8
+    assert sides_seen == {0, 1}
+    a = augment(item, np.random.default_rng(7), AugmentConfig())
+    b = augment(item, np.random.default_rng(7), AugmentConfig(one_hand_prob=0.0, one_hand_fill=0.5))
+    np.testing.assert_array_equal(a.image, b.image)

@@ -111,6 +111,13 @@ class AugmentConfig:
     # changes, which then act on the whole image alike.
     background_dim_prob: float = 0.0
     background_dim_range: tuple[float, float] = (0.05, 0.6)
+    # One-hand crops: with this probability the crop is first reframed on one hand (side drawn
+    # at random), its joints' box filling ``one_hand_fill`` of the crop as the engine frames a
+    # lone hand; the jitter above then applies as usual. The renders always frame both hands,
+    # but a photo with one hand (or a detector box on one hand) gives a crop with a single,
+    # larger hand; the encoder had never seen one and took lone hands for the other side.
+    one_hand_prob: float = 0.0
+    one_hand_fill: float = 0.8
 
 
 def _dim_background(rng: np.random.Generator, cfg: AugmentConfig, image: np.ndarray,
@@ -130,6 +137,21 @@ def _affine(rng: np.random.Generator, cfg: AugmentConfig, size: int) -> np.ndarr
     matrix = cv2.getRotationMatrix2D(centre, angle, scale)
     matrix[:, 2] += rng.uniform(-cfg.shift_fraction, cfg.shift_fraction, 2) * size
     return matrix
+
+
+def _one_hand_frame(rng: np.random.Generator, cfg: AugmentConfig, joints_uv: np.ndarray,
+                    size: int) -> np.ndarray | None:
+    """A (3, 3) affine of pixel indices that centres one hand's joint box in the crop at
+    ``one_hand_fill`` of its side, or None (no draw at all when the option is off)."""
+    if cfg.one_hand_prob <= 0 or rng.random() >= cfg.one_hand_prob:
+        return None
+    side = int(rng.integers(2))
+    uv = joints_uv[side * NUM_JOINTS:(side + 1) * NUM_JOINTS] - 0.5  # -> pixel-index coordinates
+    lo, hi = uv.min(axis=0), uv.max(axis=0)
+    scale = cfg.one_hand_fill * size / max(float((hi - lo).max()), 1.0)
+    centre = (lo + hi) / 2
+    offset = (size - 1) / 2 - scale * centre
+    return np.array([[scale, 0.0, offset[0]], [0.0, scale, offset[1]], [0.0, 0.0, 1.0]])
 
 
 def _photometric(rng: np.random.Generator, cfg: AugmentConfig, image: np.ndarray) -> np.ndarray:
@@ -158,7 +180,10 @@ def augment(item: EncoderSample, rng: np.random.Generator, cfg: AugmentConfig) -
     """A randomly warped and recoloured copy (new arrays; ``item`` is not changed). Uncovered
     border pixels take one random colour and the background label."""
     size = item.image.shape[0]
+    frame = _one_hand_frame(rng, cfg, item.joints_uv, size)
     matrix = _affine(rng, cfg, size)
+    if frame is not None:  # reframe first, then the usual jitter
+        matrix = (np.vstack([matrix, [0.0, 0.0, 1.0]]) @ frame)[:2]
     fill = tuple(int(c) for c in rng.integers(0, 256, 3))
     image = cv2.warpAffine(item.image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderValue=fill)
     labels = cv2.warpAffine(item.labels, matrix, (size, size), flags=cv2.INTER_NEAREST, borderValue=0)
