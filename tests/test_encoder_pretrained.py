@@ -27,6 +27,7 @@ from core.models.kpts_ref import KeypointRefiner, KptsRefConfig
 from core.synth.samples import SynthConfig, generate_sample, save_sample
 from core.training.encoder_targets import (
     AugmentConfig,
+    EncoderSample,
     augment,
     crop_to_map,
     encoder_sample,
@@ -293,6 +294,9 @@ def test_untrained_encoder_adds_no_hands_and_real_frame_table_runs():
     assert all(r.mediapipe_error_px is None for r in rows)
     assert all(np.isfinite(r.encoder_error_px) and 0 <= r.encoder_pck <= 1 for r in rows)
     assert "missed" in format_table(rows)
+    flipped = evaluate(samples, encoder, MissesEverything(), flip_test=True)
+    assert not any(r.encoder_present for r in flipped)
+    assert [r.encoder_error_px for r in flipped] != [r.encoder_error_px for r in rows]
 
 
 def test_encoder_eval_scores_a_perfect_encoder_near_zero(render_folder):
@@ -361,3 +365,41 @@ def test_one_hand_reframing_fills_the_crop_with_one_hand(render_folder):
     a = augment(item, np.random.default_rng(7), AugmentConfig())
     b = augment(item, np.random.default_rng(7), AugmentConfig(one_hand_prob=0.0, one_hand_fill=0.5))
     np.testing.assert_array_equal(a.image, b.image)
+
+
+def test_flip_test_mirrors_back_exactly_as_the_training_flips(render_folder):
+    """An encoder that outputs the exact targets of whatever it is shown (the render, or the
+    render as the flip augmentation mirrors it): the flip test's mirrored pass, mirrored back
+    with the sides exchanged, is the unmirrored pass (heatmaps to the last bit), so averaging
+    returns the targets unchanged. This pins the flip test's channel and pixel conventions to
+    the training's."""
+    from core.models.flip_test import flip_averaged, mirror_back
+    from core.models.image_encoder import ImageEncoding, normalize_image
+    from core.synth.samples import load_sample
+    from core.training.encoder_targets import flip_sides
+
+    item = encoder_sample(load_sample(sorted(render_folder.glob("*.npz"))[0]))
+    image_m, labels_m, dense_m, uv_m = flip_sides(item.image, item.labels, item.dense, item.joints_uv)
+    mirrored = EncoderSample(image_m, uv_m, labels_m, dense_m)
+    shown = {}
+    for it in (item, mirrored):
+        t = map_targets(it, 1.5)
+        pairs = (("hms", t.heatmaps), ("mask", t.masks), ("dp", t.dense))
+        maps = {k: torch.from_numpy(v)[None] for k, v in pairs}
+        shown[it is item] = (normalize_image(torch.from_numpy(it.image)[None]), maps)
+
+    class TargetOracle(torch.nn.Module):
+        def forward(self, images):
+            for image, maps in shown.values():
+                if torch.equal(images, image):
+                    return ImageEncoding(**maps, img_fmaps=[], hms_fmaps=[], dp_fmaps=[])
+            raise AssertionError("shown an image that is neither the render nor its mirror")
+
+    image, truth = shown[True]
+    assert torch.equal(torch.flip(image, dims=[-1]), shown[False][0])
+    out = flip_averaged(TargetOracle(), image)
+    for name in ("hms", "mask", "dp"):  # dense: area resampling rounds differently mirrored (1e-7)
+        torch.testing.assert_close(mirror_back(shown[False][1][name]), truth[name], rtol=0, atol=1e-6)
+        torch.testing.assert_close(getattr(out, name), truth[name], rtol=0, atol=1e-6)
+    assert torch.equal(mirror_back(shown[False][1]["hms"]), truth["hms"])
+    assert truth["hms"][0, :21].amax() > 0.5 and truth["hms"][0, 21:].amax() > 0.5  # both hands seen

@@ -20,6 +20,7 @@ import torch
 
 from core.geometry.crop import CropTransform, crop_image
 from core.hand.joints import HAND_SIDES
+from core.models.flip_test import flip_averaged
 from core.models.heatmap_readout import heatmap_peaks
 from core.models.image_encoder import normalize_image
 
@@ -59,9 +60,10 @@ def peak_concentration(heatmaps: np.ndarray, xy: np.ndarray, radius: int) -> np.
     return np.where(total > 0, (positive * near).sum(axis=(1, 2)) / np.maximum(total, 1e-12), 0.0)
 
 
-def _read_crop(encoder: torch.nn.Module, crop_u8: np.ndarray):
+def _read_crop(encoder: torch.nn.Module, crop_u8: np.ndarray, flip_test: bool = False):
     with torch.no_grad():
-        out = encoder(normalize_image(torch.from_numpy(np.ascontiguousarray(crop_u8))[None]))
+        image = normalize_image(torch.from_numpy(np.ascontiguousarray(crop_u8))[None])
+        out = flip_averaged(encoder, image) if flip_test else encoder(image)
     xy, peak = heatmap_peaks(out.hms[0])
     return out.hms[0].numpy(), xy.numpy(), peak.numpy(), (out.mask[0] > 0).numpy()
 
@@ -71,11 +73,14 @@ def read_hands_in_crop(
     image_rgb: np.ndarray,
     transform: CropTransform,
     rule: PresenceRule | None = None,
+    flip_test: bool = False,
 ) -> dict[str, EncoderHand2D]:
-    """Both sides' 2D joints read from the encoder in the crop ``transform`` of the image."""
+    """Both sides' 2D joints read from the encoder in the crop ``transform`` of the image;
+    ``flip_test``: from the maps averaged with the mirrored crop's (:mod:`core.models.flip_test`;
+    the presence rule's thresholds were set without it)."""
     rule = rule or PresenceRule()
     crop = crop_image(image_rgb, transform)
-    heat, xy, peak, masks = _read_crop(encoder, crop)
+    heat, xy, peak, masks = _read_crop(encoder, crop, flip_test)
     map_size = masks.shape[-1]
     stride = transform.size / map_size
     hands = {}

@@ -47,7 +47,7 @@ def _errors(pred_px: np.ndarray, truth_px: np.ndarray, crop_scale: float) -> tup
     return float(err.mean() * crop_scale), float((err <= PCK_FRACTION * box).mean())
 
 
-def evaluate(samples: Path, encoder, detector) -> list[HandRow]:
+def evaluate(samples: Path, encoder, detector, flip_test: bool = False) -> list[HandRow]:
     rows = []
     for frame in load_interhand_frames(samples):
         truth = {s: j for s, j in frame.joints_cam_m.items() if j is not None}
@@ -55,7 +55,7 @@ def evaluate(samples: Path, encoder, detector) -> list[HandRow]:
             continue
         rgb = cv2.cvtColor(cv2.imread(str(frame.image_path)), cv2.COLOR_BGR2RGB)
         transform = crop_for_keypoints(frame.camera, list(truth.values()))
-        read = read_hands_in_crop(encoder, rgb, transform)
+        read = read_hands_in_crop(encoder, rgb, transform, flip_test=flip_test)
         found = detector.detect(rgb)
         for side in HAND_SIDES:
             if side not in truth:
@@ -111,10 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("samples", nargs="?", type=Path, default=default)
     parser.add_argument("--weights", type=Path, required=True, help="image_encoder.safetensors")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--flip-test", action="store_true",
+                        help="the encoder's maps averaged with the mirrored crop's")
     args = parser.parse_args(argv)
     encoder = load_encoder(args.weights)
     with MediaPipeHandDetector(retries=True) as detector:
-        rows = evaluate(args.samples, encoder, detector)
+        rows = evaluate(args.samples, encoder, detector, flip_test=args.flip_test)
     print(format_table(rows))
     if args.json:
         write_text_atomic(args.json, json.dumps([asdict(r) for r in rows], indent=2))

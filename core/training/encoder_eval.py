@@ -9,6 +9,8 @@
 * **Masks**: each hand's mask logits upsampled to the crop, thresholded at 0.5, against the
   render's labels: IoU over the whole split (summed intersections / summed unions), per hand.
 * **Dense**: mean L1 of the canonical coordinates on each hand's own pixels (64 px maps).
+* ``--flip-test``: the maps averaged with those of the mirrored crop
+  (:mod:`core.models.flip_test`).
 * **Side swaps** (a diagnostic): the share of joints read nearer the *other* hand's joint of
   the same name than their own, i.e. how much of the error is left and right confused rather
   than a joint badly placed on its own hand; and the mean error of the joints that are not.
@@ -29,6 +31,7 @@ import torch.nn.functional as F
 from core.errors import InputError
 from core.hand.joints import HAND_SIDES
 from core.io.atomic import write_text_atomic
+from core.models.flip_test import flip_averaged
 from core.models.heatmap_readout import heatmap_peaks, soft_argmax
 from core.models.image_encoder import normalize_image
 from core.models.registry import load_image_encoder
@@ -87,7 +90,8 @@ def hand_box_sizes(joints_uv: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def evaluate_encoder(
-    encoder: torch.nn.Module, files: list[Path], batch_size: int = 8, sigma: float = 1.5
+    encoder: torch.nn.Module, files: list[Path], batch_size: int = 8, sigma: float = 1.5,
+    flip_test: bool = False,
 ) -> EncoderScores:
     errors, within, soft_errors, swapped = [], [], [], []
     inter, union = np.zeros(2), np.zeros(2)
@@ -95,7 +99,8 @@ def evaluate_encoder(
     for start in range(0, len(files), batch_size):
         items = [cached_item(f, None) for f in files[start : start + batch_size]]
         size = items[0].image.shape[0]
-        out = encoder(normalize_image(torch.from_numpy(np.stack([it.image for it in items]))))
+        images = normalize_image(torch.from_numpy(np.stack([it.image for it in items])))
+        out = flip_averaged(encoder, images) if flip_test else encoder(images)
         xy, _ = heatmap_peaks(out.hms)
         soft_xy = soft_argmax(out.hms, SOFT_ARGMAX_BETA)
         masks = F.interpolate(out.mask, size=(size, size), mode="bilinear", align_corners=False) > 0
@@ -143,11 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True, help="synth folder (e.g. seed 1234, 200 samples)")
     parser.add_argument("--limit", type=int, default=None, help="first N samples")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--flip-test", action="store_true",
+                        help="average the maps with those of the mirrored crop (sides swapped back)")
     parser.add_argument("--json", type=Path, default=None, help="also write the scores here")
     args = parser.parse_args(argv)
     try:
         torch.set_num_threads(args.threads)
-        scores = evaluate_encoder(load_encoder(args.weights), sample_files(args.data, args.limit))
+        scores = evaluate_encoder(load_encoder(args.weights), sample_files(args.data, args.limit),
+                                  flip_test=args.flip_test)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
