@@ -44,8 +44,8 @@ DEFAULT_METHOD = "skeleton"
 # regression head) and the relative depth ``z`` of its image landmarks. The two err
 # differently, and their mean (each scaled to unit RMS size) gave the skeleton fit better
 # poses than either alone on the synthetic renders (84 frames, 113 hands; chosen there, not on
-# the real frames): MPJPE mean 66.5 -> 63.0 mm, median 39.8 -> 38.8, root-vector median
-# 136 -> 100 mm against the world landmarks alone (docs/detection.md; see depth_hint).
+# the real frames): MPJPE mean 66.5 -> 63.3 mm, median 39.8 -> 39.0, root-vector median
+# 136 -> 122 mm against the world landmarks alone (docs/detection.md; see depth_hint).
 DEPTH_CUES = ("both", "world", "landmarks")
 DEFAULT_DEPTH_CUE = "both"
 
@@ -222,7 +222,8 @@ def lift_detection_with_fits(detection: ImageDetection, camera: Camera, method: 
     """Both hands (or the one found) lifted by ``method``: ``"skeleton"`` (default; the
     anthropometric skeleton fit, both hands jointly, :mod:`.skeleton_fit`) or ``"world"``
     (MediaPipe's world landmarks translated to fit the 2D). ``snap_to_2d`` (default: on for
-    "world", off for "skeleton") moves every joint along its pixel ray onto the landmark."""
+    "world", off for "skeleton") moves every joint along its pixel ray onto the landmark.
+    ``depth_cue``: the skeleton fit's depth-direction cue (:func:`depth_hint`)."""
     if method not in LIFTING_METHODS:
         raise ValueError(f"lifting method must be one of {LIFTING_METHODS}, got {method!r}")
     if depth_cue not in DEPTH_CUES:
