@@ -103,7 +103,11 @@ def test_a_budgeted_run_stops_cleanly_and_the_next_goes_on_identically(data_dir,
     out = tmp_path / "budgeted"
     first = train(cfg, out, budget_minutes=30, progress=False)
     assert (first.iterations, first.stopped_by) == (2, "budget") and checks[0] == 1800.0
-    assert torch.load(out / CHECKPOINT_NAME, weights_only=True)["iteration"] == 2
+    state = torch.load(out / CHECKPOINT_NAME, weights_only=True)
+    assert state["iteration"] == 2
+    # The run ended on its checkpoint: it reports the time the checkpoint holds, where the
+    # resumed run's clock starts (cumulative totals never go backwards).
+    assert first.seconds == state["seconds"]
     monkeypatch.undo()
     second = train(cfg, out, resume=True, progress=False)
     assert (second.iterations, second.stopped_by) == (4, "max_iters")

@@ -330,14 +330,15 @@ def train(
         return seconds_before + time.perf_counter() - t0
 
     saved_at = start if resume and ckpt_path.is_file() else None
+    saved_seconds: float | None = None
 
     def save() -> None:
-        nonlocal saved_at
-        saved_at = it
+        nonlocal saved_at, saved_seconds
+        saved_at, saved_seconds = it, elapsed()
         if not info.is_main:
             return
-        _save_checkpoint(ckpt_path, net, opt, sched, it, cfg, elapsed())
-        metadata = {"iteration": it, "train_seconds": round(elapsed(), 1), "train_config": cfg.flat(),
+        _save_checkpoint(ckpt_path, net, opt, sched, it, cfg, saved_seconds)
+        metadata = {"iteration": it, "train_seconds": round(saved_seconds, 1), "train_config": cfg.flat(),
                     "samples": len(dataset), "data": cfg.data}  # fmt: skip
         recipe.export(net, export_path, metadata)
         log.plot()
@@ -387,7 +388,9 @@ def train(
         save()  # the budget's stop point, unless a checkpoint holds it already
     if start >= total_iters and info.is_main and not export_path.is_file():
         save()
-    total = elapsed()
+    # A run that ends on a checkpoint reports the time that checkpoint holds, which is where a
+    # resumed run's clock starts: the runs' cumulative totals then never go backwards.
+    total = saved_seconds if saved_at == it and saved_seconds is not None else elapsed()
     if info.is_main and it > start:
         record = run_record(it, total - seconds_before, total, stopped_by, len(dataset), cfg.data)
         append_run_log(out_dir, record)
