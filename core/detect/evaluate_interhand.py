@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
             print(format_table(score_frames(lifted), title))
             ms = [1000 * d.lift_seconds / max(1, len(d.keypoints.present_sides())) for d in lifted]
             print(f"lifting time per hand: {', '.join(f'{m:.0f}' for m in ms)} ms (wall, per frame)\n")
-        for cue in DEPTH_CUES:
+        for cue in (c for c in DEPTH_CUES if c != DEFAULT_DEPTH_CUE):  # the default: the first table
             res = score_frames(lift_frames(detected, "skeleton", depth_cue=cue))
             print(format_table(res, f"retries=True, lifting=skeleton, depth_cue={cue}") + "\n")
         for lifting in LIFTING_METHODS:

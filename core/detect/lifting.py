@@ -144,11 +144,15 @@ def depth_hint(hand: HandDetection, camera: Camera, ray_correction: bool = True,
     real frames). On the renders, leaving such a relief out beat averaging it in and mirroring
     it: MPJPE mean 63.0 vs 63.5 and 63.2 mm, wrist error 299 vs 319 and 304 mm (measured with
     a weak-perspective version of the landmark shape)."""
+    return _hint_from(world_shape_in_camera(hand, camera, ray_correction), hand, camera, depth_cue)
+
+
+def _hint_from(world: np.ndarray, hand: HandDetection, camera: Camera, depth_cue: str) -> np.ndarray:
+    """:func:`depth_hint` given the hand's world shape (computed once by its callers)."""
     if depth_cue not in DEPTH_CUES:
         raise ValueError(f"depth cue must be one of {DEPTH_CUES}, got {depth_cue!r}")
     if depth_cue == "landmarks":
         return _with_side_chirality(landmark_shape_in_camera(hand, camera), hand.side)
-    world = world_shape_in_camera(hand, camera, ray_correction)
     landmarks = landmark_shape_in_camera(hand, camera)
     has_relief = bool(np.any(np.asarray(hand.depth_px)))  # a detector without depth gives zeros
     if depth_cue == "world" or not has_relief or not _has_side_chirality(landmarks, hand.side):
@@ -197,7 +201,7 @@ def observation_of(hand: HandDetection, camera: Camera, ray_correction: bool = T
     the bones' depth directions (:func:`depth_hint`), the detector's score, and the depth at
     which MediaPipe's metric world hand fits the landmarks (for the relative depth of two hands)."""
     world = world_shape_in_camera(hand, camera, ray_correction)
-    hint = world if depth_cue == "world" else depth_hint(hand, camera, ray_correction, depth_cue)
+    hint = _hint_from(world, hand, camera, depth_cue)
     landmarks = np.asarray(hand.landmarks_px, dtype=np.float64)
     wrist = world[0] + fit_translation(world, landmarks, np.asarray(camera.K, dtype=np.float64))
     return HandObservation(hand.side, landmarks, hint, float(hand.label_score), float(wrist[2]))
