@@ -206,3 +206,37 @@ def test_the_packing_command_puts_an_identity_r_around_i(tmp_path):
     assert float(enc.bias[0].detach()) == pytest.approx(-4.0 * identity_offset(4.0), rel=1e-3)
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "c")])  # neither --init nor --ref
+
+
+
+def test_the_shipped_encoder_comes_back_as_a_campaign_export(tmp_path):
+    """``--extract-encoder``: the shared encoder of a packed folder, with its config, as the
+    encoder campaign exports it, so that ``encoder_from`` can restart from the shipped set."""
+    from safetensors.torch import load_file
+
+    from core.errors import CheckpointError
+    from core.models.config import EncoderConfig
+    from core.models.init_occ import InitOccNet
+    from core.models.registry import load_image_encoder
+    from core.training.netconfigs import init_occ_config
+    from core.training.shipping import extract_encoder, main
+
+    torch.manual_seed(3)
+    init = InitOccNet(init_occ_config(EncoderConfig.pretrained_lite()))
+    i_path = save_checkpoint(tmp_path / "i.safetensors", init, "init_occ", config=init.cfg)
+    assert main(["--out", str(tmp_path / "w"), "--init", str(i_path)]) == 0
+    out = tmp_path / "enc.safetensors"
+    assert main(["--out", str(tmp_path / "w"), "--extract-encoder", str(out)]) == 0
+    got = load_image_encoder(out).state_dict()
+    shipped = load_weights_folder(tmp_path / "w")["ref_occ"].init_occ.image_encoder.state_dict()
+    trained = init.image_encoder.state_dict()
+    assert got.keys() == shipped.keys() == trained.keys()
+    assert all(torch.equal(got[k], shipped[k]) for k in got)  # the shipped (float16) values
+    assert all(torch.allclose(got[k].float(), trained[k].float(), rtol=1e-3, atol=1e-3) for k in got)
+    with pytest.raises(CheckpointError, match="holds none"):
+        extract_encoder(tmp_path / "nothing", out)
+    # a packed folder packs again into the same tensors (its encoder read back from beside it)
+    assert main(["--out", str(tmp_path / "w2"), "--ref", str(tmp_path / "w" / "ref_occ.safetensors")]) == 0
+    for name in ("ref_occ.safetensors", "encoder_efficientnet_lite0.safetensors"):
+        a, b = (load_file(str(tmp_path / d / name)) for d in ("w", "w2"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name

@@ -15,6 +15,7 @@ Loading such a folder is :func:`core.models.registry.load_network` /
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -38,6 +39,19 @@ def shared_encoder_file(config: dict | None) -> str:
     return ENCODER_FILE if backbone.startswith("resnet") else f"encoder_{backbone}{OUR_SUFFIX}"
 
 
+def _full_state(src: Path, metadata: dict) -> dict[str, torch.Tensor]:
+    """A network file's tensors, with those it takes from shared encoder files beside it
+    (an already packed file) put back under their prefixes: packing a shipped set again then
+    gives the same set, not one with empty encoder files."""
+    state = load_file(str(src))
+    for prefix, file_name in (metadata.get("shared") or {}).items():
+        path = src.parent / file_name
+        if not path.is_file():
+            raise CheckpointError(f"{src} takes its {prefix!r} tensors from {file_name}, not found beside it")
+        state |= {prefix + k: v for k, v in load_file(str(path)).items()}
+    return state
+
+
 def pack_weights(sources: dict[str, Path], out_dir: str | Path, extra_metadata: dict | None = None) -> dict:
     """Write the shipped folder from our full-precision training exports.
 
@@ -54,11 +68,13 @@ def pack_weights(sources: dict[str, Path], out_dir: str | Path, extra_metadata: 
         info = read_checkpoint_info(src)
         if info.network != network:
             raise CheckpointError(f"{src} holds {info.network}, expected {network}")
-        state = load_file(str(src))
+        state = _full_state(Path(src), info.metadata)
         shared = {}
         encoder_file = shared_encoder_file(info.config)
         for prefix in network_spec(network).shared_prefixes:
             part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            if not part:
+                raise CheckpointError(f"{src} holds no tensors under {prefix!r} (its image encoder)")
             known = encoders.setdefault(encoder_file, part)
             if known.keys() != part.keys() or any(not torch.equal(known[k], v) for k, v in part.items()):
                 raise CheckpointError(f"{src}: tensors under {prefix!r} differ from {encoder_file}")
@@ -95,7 +111,8 @@ def identity_ref_around(init_path: str | Path, out_path: str | Path, logit_scale
     if not isinstance(init, InitOccNet):
         raise CheckpointError(f"{init_path} holds no network I")
     torch.manual_seed(0)  # R's unused parts (the identity decoder ignores them): one file per I
-    ref = RefOccNet(ref_occ_config(init.cfg.encoder))
+    # I's own options (pixel_feature) kept
+    ref = RefOccNet(dataclasses.replace(ref_occ_config(init.cfg.encoder), init_occ=init.cfg))
     with torch.no_grad():
         ref.init_occ.load_state_dict(init.state_dict())
         share_encoder_from_init(ref, init, final_layer=True)
@@ -104,10 +121,29 @@ def identity_ref_around(init_path: str | Path, out_path: str | Path, logit_scale
     return save_checkpoint(out_path, ref, "ref_occ", config=ref.cfg, metadata=metadata)
 
 
+def extract_encoder(weights_dir: str | Path, out_path: str | Path) -> Path:
+    """The image encoder of a packed weights folder, written as an encoder-campaign export
+    (network ``image_encoder`` with its config; float32 from the stored float16): what
+    ``encoder_from`` (K, I, R) and the encoder campaign's ``init_from`` read. A campaign whose
+    folder was lost goes on from the shipped set this way (MODEL_CARD.md)."""
+    from core.checkpoints import save_checkpoint
+    from core.models.registry import TRAINED_ENCODER_NETWORK, load_weights_folder
+
+    nets = load_weights_folder(weights_dir)
+    holder = nets.get("ref_occ") or nets.get("kpts_ref")
+    if holder is None:
+        raise CheckpointError(f"{weights_dir} holds no network with the shared image encoder (R or K)")
+    encoder = holder.init_occ.image_encoder if "ref_occ" in nets else holder.image_encoder
+    cfg = holder.init_occ.cfg.encoder if "ref_occ" in nets else holder.cfg.encoder
+    metadata = {"start": f"extracted from the packed weights in {weights_dir}"}
+    return save_checkpoint(out_path, encoder.float(), TRAINED_ENCODER_NETWORK, config=cfg, metadata=metadata)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m core.training.shipping --out DIR --init I [--ref R] [--kpts K] [--halo H]``:
     pack a weights folder from training exports; without ``--ref``, R is the identity around
-    ``--init``'s I (:func:`identity_ref_around`)."""
+    ``--init``'s I (:func:`identity_ref_around`). ``--out DIR --extract-encoder FILE``: the
+    folder's image encoder as a campaign export (:func:`extract_encoder`)."""
     import argparse
     import json
     import tempfile
@@ -118,7 +154,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ref", help="a trained network R export instead")
     ap.add_argument("--kpts", help="network K export")
     ap.add_argument("--halo", help="HALO baseline export")
+    ap.add_argument("--extract-encoder", metavar="FILE",
+                    help="instead of packing: write the image encoder of the weights folder --out "
+                    "as an encoder-campaign export (for encoder_from / init_from)")  # fmt: skip
     args = ap.parse_args(argv)
+    if args.extract_encoder:
+        print(extract_encoder(args.out, args.extract_encoder))
+        return 0
     if bool(args.init) == bool(args.ref):
         ap.error("give exactly one of --init and --ref")
     sources = {name: Path(p) for name, p in (("kpts_ref", args.kpts), ("halo_base", args.halo)) if p}
