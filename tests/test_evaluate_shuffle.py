@@ -4,7 +4,9 @@ for one that reads it, the JSON shape, and the error with a single sample."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -177,3 +179,16 @@ def test_rows_option_rejects_unknown_rows():
     assert parse_rows("K, HALO,K") == ("K", "HALO")
     with pytest.raises(InputError, match="choose from HALO, I, I\\+R, K\\+I, K\\+I\\+R, K"):
         parse_rows("K+J")
+
+
+def test_tables_without_a_k_row_print_no_k_figures(image_reading_result):
+    """Rows without K (``--rows I``) leave K's MPJPE NaN: the tables say K did not run
+    instead of printing "nan" figures."""
+    result = dataclasses.replace(
+        image_reading_result,
+        mpjpe_mm={"noisy": image_reading_result.mpjpe_mm["noisy"], "refined": math.nan},
+        mpjpe_mm_shuffled_image={"noisy": image_reading_result.mpjpe_mm["noisy"], "refined": math.nan},
+    )
+    table = evaluation.format_tables(result)
+    assert "nan" not in table and "K not run" in table and "K's MPJPE" not in table
+    assert "K's MPJPE (mm): true" in evaluation.format_tables(image_reading_result)

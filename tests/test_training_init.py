@@ -3,13 +3,14 @@ crop) and the start from an earlier I's decoders (real numbers on two small samp
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
 from torch.utils.data import default_collate
 
-from core.errors import TrainConfigError
+from core.errors import InputError, TrainConfigError
 from core.synth.samples import SynthConfig, generate_sample, save_sample
 from core.training.datasets import ItemSpec, SynthFolderDataset
 from core.training.feature_cache import MAPS_KEY, cache_matches
@@ -198,3 +199,68 @@ def test_noisy_input_keypoints_keep_the_physical_query_points_and_labels(data_di
     assert 6 <= sum(jittered) <= 18
     with pytest.raises(TrainConfigError, match="share"):
         TrainConfig.of("init", data={"kind": "synth_folder", "path": str(data_dir)}, input_noise_share=1.5)
+
+
+def test_the_pixel_feature_starts_as_the_earlier_i_and_reads_the_pixels_under_each_point(data_dir, tmp_path):
+    """``pixel_feature`` (ours): an earlier I without it goes on unchanged (zero projections);
+    once the projections are not zero, a point's occupancy follows the map at its own pixel
+    and nothing else; the exported config keeps the option, and R built around it too."""
+    from core.checkpoints import save_checkpoint
+    from core.models.config import EncoderConfig
+    from core.models.image_encoder import PretrainedTrunkEncoder
+    from core.models.pixel_sampling import sample_pixel_features
+    from core.models.registry import TRAINED_ENCODER_NETWORK, load_network
+    from core.training.shipping import identity_ref_around
+
+    torch.manual_seed(2)
+    cfg = EncoderConfig.pretrained_lite()
+    enc = save_checkpoint(tmp_path / "enc.safetensors", PretrainedTrunkEncoder(cfg).eval(),
+                          TRAINED_ENCODER_NETWORK, config=cfg)  # fmt: skip
+    recipe, earlier = _recipe(data_dir, tmp_path, encoder_from=str(enc))
+    saved = save_checkpoint(tmp_path / "i.safetensors", earlier, "init_occ", config=recipe.model_config())
+    recipe_p, net = _recipe(data_dir, tmp_path, encoder_from=str(enc), init_from=str(saved),
+                            pixel_feature=True)  # fmt: skip
+    assert net.cfg.pixel_feature and not earlier.cfg.pixel_feature
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in earlier.state_dict().items())
+    items = SynthFolderDataset(data_dir, recipe_p.item_spec())
+    batch = default_collate([items[(0, 0)], items[(1, 0)]])
+    assert batch["camera_K"].shape == (2, 3, 3)
+    net.eval(), earlier.eval()
+    with torch.no_grad():
+        loss_p, _ = recipe_p.loss(net, batch, "cpu")
+        loss_e, _ = recipe.loss(earlier, batch, "cpu")
+    assert loss_p.item() == pytest.approx(loss_e.item(), abs=1e-7)  # zero start: the same I
+
+    with torch.no_grad():
+        net.right_pixel_proj.weight.normal_(0.0, 0.5)
+    hands = hand_inputs_from_joints(batch["joints_left"], batch["joints_right"], "cpu")
+    img = torch.randn(2, 3, 256, 256)
+    p = batch["points_right"].float()
+
+    def occupancy(feature_map: torch.Tensor) -> torch.Tensor:
+        # the tokens stay the true map's: only the pixel-aligned term sees feature_map
+        f = dataclasses.replace(features, feature_map=feature_map)
+        return net.query(f, "right", hands["right"], p, depth_reference="wrist")[0]
+
+    with torch.no_grad():
+        features = net.encode_image(img, cam_K=batch["camera_K"])
+        cam = net.camera_points("right", hands["right"], p)
+        uv = torch.einsum("ij,nj->ni", batch["camera_K"][0], cam[0])
+        uv = uv[:, :2] / uv[:, 2:]
+        assert float(sample_pixel_features(features.feature_map, cam, features.cam_K).abs().mean()) > 0
+        # the map kept only in a 5 x 5 window (of its 64 px) around point 0's pixel
+        u, v = (uv[0] * 63 / 255).round().long().tolist()
+        window = torch.zeros_like(features.feature_map)
+        window[0, :, v - 2 : v + 3, u - 2 : u + 3] = features.feature_map[0, :, v - 2 : v + 3, u - 2 : u + 3]
+        blank, local = occupancy(torch.zeros_like(window)), occupancy(window)
+    far = (uv - uv[0]).norm(dim=-1) > 4 * 255 / 63
+    assert far.sum() > 10 and torch.equal(local[far], blank[far])  # other pixels: as with no map
+    assert abs(float(local[0] - blank[0])) > 1e-4  # point 0 reads its own pixel
+    with pytest.raises(InputError, match="cam_K"):
+        net.encode_image(img)
+
+    exported = save_checkpoint(tmp_path / "ip.safetensors", net, "init_occ", config=recipe_p.model_config())
+    back = load_network(exported)
+    assert back.cfg.pixel_feature and torch.equal(back.right_pixel_proj.weight, net.right_pixel_proj.weight)
+    ref = load_network(identity_ref_around(exported, tmp_path / "ref.safetensors"))
+    assert ref.init_occ.cfg.pixel_feature

@@ -107,7 +107,8 @@ def reference_im2hands(
         img = normalize_image(torch.as_tensor(crop.crop_u8)[None].to(backend.device))
         cam_K = torch.as_tensor(crop.cam_K_crop, dtype=torch.float32, device=backend.device)[None]
         ref = backend.ref
-        features = ref.encode_image(img)  # R's image features: once per image, as in the reference
+        # R's image features: once per image, as in the reference
+        features = ref.encode_image(img, cam_K=cam_K)
 
         # Stage I: full-resolution meshes (they are saved as R's anchor meshes).
         t = time.perf_counter()
@@ -134,7 +135,7 @@ def reference_im2hands(
         counter = {"n": 0}
 
         def evaluate(queries):
-            init_features = ref.init_occ.encode_image(img)
+            init_features = ref.init_occ.encode_image(img, cam_K=cam_K)
             context = ref.encode_anchors(features, anchors_mm, hands, cam_K)
             out = []
             for side, q in zip(grids, queries, strict=True):

@@ -134,10 +134,10 @@ class Im2HandsBackend:
         cam_K = torch.as_tensor(cam_K_crop, dtype=torch.float32, device=self.device)[None]
         feats = ImageFeatures(image=img, cam_K=cam_K)
         if self.ref is not None:
-            feats.ref = self.ref.encode_image(img)
+            feats.ref = self.ref.encode_image(img, cam_K=cam_K)
             feats.init = feats.ref.init_occ
         else:
-            feats.init = self.init.encode_image(img)
+            feats.init = self.init.encode_image(img, cam_K=cam_K)
         if with_kpts and self.kpts is not None:
             feats.kpts = self.kpts.image_features(img)
         return feats

@@ -161,6 +161,13 @@ class InitOccConfig:
     dropout: float = 0.01
     global_scale: float = 0.4  # HALO normalised units = metres / 0.4
     depth_reference: str = "first_query"
+    # Ours, off in the official network: a pixel-aligned image feature. Each query point is
+    # projected into the crop and the 32-channel map is sampled there; a per-side linear map
+    # (zero at the start, so I starts as it was) adds it to the 19-d attention output. The
+    # official 16 tokens of 64 px give every point of a hand nearly the same image feature
+    # (measured: std 0.04 over a hand's points), so I cannot see where the silhouette is.
+    # Needs the crop intrinsics with the image features.
+    pixel_feature: bool = False
 
     def __post_init__(self) -> None:
         if self.depth_reference not in DEPTH_REFERENCES:

@@ -32,6 +32,7 @@ from core.models.attention import ImgEx
 from core.models.config import InitOccConfig
 from core.models.halo_decoder import HaloPartDecoder, occupancy_from_logits
 from core.models.image_encoder import IMAGE_SIZE, ImageEncoding, build_image_encoder
+from core.models.pixel_sampling import sample_pixel_features
 
 
 @dataclass
@@ -99,6 +100,7 @@ class InitOccImageFeatures:
     feature_map: torch.Tensor  # (B, 32, 64, 64) image_final_layer output
     image_tokens: dict[str, torch.Tensor]  # side -> (B, 16, 32) img_ex encoder tokens
     encoding: ImageEncoding | None = None  # the raw image-encoder outputs (kept on request)
+    cam_K: torch.Tensor | None = None  # (B, 3, 3) crop intrinsics (needed by pixel_feature)
 
 
 @dataclass
@@ -149,6 +151,10 @@ class InitOccNet(nn.Module):
         self.img_ex_right = ImgEx(cfg.img_ex)
         self.left_decoder = HaloPartDecoder(cfg.decoder)
         self.right_decoder = HaloPartDecoder(cfg.decoder)
+        if cfg.pixel_feature:  # ours (InitOccConfig.pixel_feature); official keys unchanged
+            self.left_pixel_proj = nn.Linear(cfg.image_feature_dim, cfg.img_ex.verts_f_dim)
+            self.right_pixel_proj = nn.Linear(cfg.image_feature_dim, cfg.img_ex.verts_f_dim)
+            zero_pixel_projections(self)
 
     # --- per-side submodules ------------------------------------------------------------
     def _side(self, side: str) -> tuple[PointEmbedding, ImgEx, HaloPartDecoder]:
@@ -161,11 +167,14 @@ class InitOccNet(nn.Module):
         )
 
     # --- image ----------------------------------------------------------------------------
-    def encode_image(self, img: torch.Tensor, keep_encoding: bool = False) -> InitOccImageFeatures:
-        """img (B, 3, 256, 256), ImageNet-normalised (see ``normalize_image``)."""
+    def encode_image(
+        self, img: torch.Tensor, keep_encoding: bool = False, cam_K: torch.Tensor | None = None
+    ) -> InitOccImageFeatures:
+        """img (B, 3, 256, 256), ImageNet-normalised (see ``normalize_image``); ``cam_K``
+        (B, 3, 3) the crops' intrinsics (needed with ``pixel_feature``)."""
         _check_image(img)
         encoding = self.image_encoder(img)
-        features = self.features_from_maps(_final_layer_input(encoding))
+        features = self.features_from_maps(_final_layer_input(encoding), cam_K)
         if keep_encoding:
             features.encoding = encoding
         return features
@@ -177,11 +186,16 @@ class InitOccNet(nn.Module):
         _check_image(img)
         return _final_layer_input(self.image_encoder(img))
 
-    def features_from_maps(self, maps: torch.Tensor) -> InitOccImageFeatures:
-        """:meth:`encoder_maps` output -> the features the queries read."""
+    def features_from_maps(
+        self, maps: torch.Tensor, cam_K: torch.Tensor | None = None
+    ) -> InitOccImageFeatures:
+        """:meth:`encoder_maps` output (and the crops' intrinsics) -> the features the queries
+        read."""
+        if self.cfg.pixel_feature and cam_K is None:
+            raise InputError("network I with pixel_feature needs the crop intrinsics cam_K")
         fmap = self.image_final_layer(maps)
         tokens = {side: self._side(side)[1].encode(fmap) for side in HAND_SIDES}
-        return InitOccImageFeatures(fmap, tokens)
+        return InitOccImageFeatures(fmap, tokens, cam_K=cam_K)
 
     # --- queries --------------------------------------------------------------------------
     def camera_points(self, side: str, hand: HandInputs, p: torch.Tensor) -> torch.Tensor:
@@ -206,15 +220,29 @@ class InitOccNet(nn.Module):
         hand: HandInputs,
         p: torch.Tensor,
         query_cam: torch.Tensor,
+        points_cam: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoder logits (B, N, 16) and the 19-d image feature (B, N, 19) for canonical
-        points p whose depth-relative camera coordinates are ``query_cam``. (Split out so R's
+        points p whose depth-relative camera coordinates are ``query_cam`` (and whose true
+        camera coordinates, for ``pixel_feature``, are ``points_cam``). (Split out so R's
         penetration path can feed one hand's camera points to the other hand's branch.)"""
         pt_embeddings, img_ex, decoder = self._side(side)
         tokens = torch.cat([query_cam, pt_embeddings(query_cam)], dim=-1)  # (B, N, 19)
         image_feature = img_ex.attend(features.image_tokens[side], tokens)
+        if self.cfg.pixel_feature:
+            image_feature = image_feature + self.pixel_feature(features, side, points_cam)
         logits = decoder(p / self.cfg.global_scale, hand.unpose_mats, hand.bone_lengths, image_feature)
         return logits, image_feature
+
+    def pixel_feature(
+        self, features: InitOccImageFeatures, side: str, points_cam: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The pixel-aligned term (B, N, 19) of ``pixel_feature``: the 32-channel map sampled
+        bilinearly where camera points (B, N, 3) project into the crop (zero outside it)."""
+        if points_cam is None or features.cam_K is None:
+            raise InputError("network I with pixel_feature needs camera points and the crop intrinsics")
+        sampled = sample_pixel_features(features.feature_map, points_cam, features.cam_K)
+        return getattr(self, f"{side}_pixel_proj")(sampled)
 
     def query(
         self,
@@ -242,8 +270,11 @@ class InitOccNet(nn.Module):
         parts = []
         for start in range(0, N, step):
             sub = p[:, start : start + step]
-            query_cam = camera_ops.subtract_depth(self.camera_points(side, hand, sub), ref_depth)
-            logits, image_feature = self.part_logits_from_camera(features, side, hand, sub, query_cam)
+            points_cam = self.camera_points(side, hand, sub)
+            query_cam = camera_ops.subtract_depth(points_cam, ref_depth)
+            logits, image_feature = self.part_logits_from_camera(
+                features, side, hand, sub, query_cam, points_cam
+            )
             parts.append((logits, query_cam, image_feature))
         logits, query_cam, image_feature = (torch.cat(t, dim=1) for t in zip(*parts, strict=True))
         occupancy, probs = occupancy_from_logits(logits)
@@ -258,14 +289,26 @@ class InitOccNet(nn.Module):
         points: dict[str, torch.Tensor],
         chunk_size: int | None = 32768,
         encoder_maps: torch.Tensor | None = None,
+        cam_K: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Occupancy per side present in ``hands`` (``{'left': (B, N), 'right': (B, M)}``).
-        ``encoder_maps`` (precomputed :meth:`encoder_maps` of the crops) replaces ``img``."""
+        ``encoder_maps`` (precomputed :meth:`encoder_maps` of the crops) replaces ``img``;
+        ``cam_K`` (B, 3, 3): the crops' intrinsics (needed with ``pixel_feature``)."""
         if encoder_maps is not None:
-            features = self.features_from_maps(encoder_maps)
+            features = self.features_from_maps(encoder_maps, cam_K)
         else:
-            features = self.encode_image(img)
+            features = self.encode_image(img, cam_K=cam_K)
         return {side: self.query(features, side, hands[side], points[side], chunk_size) for side in hands}
+
+
+def zero_pixel_projections(net: InitOccNet) -> None:
+    """Start ``pixel_feature``'s projections at zero: I then computes what it did without
+    them, and the weights still get gradients (their input, the sampled map, is not zero)."""
+    with torch.no_grad():
+        for side in HAND_SIDES:
+            proj = getattr(net, f"{side}_pixel_proj")
+            proj.weight.zero_()
+            proj.bias.zero_()
 
 
 def init_weights_official(module: nn.Module) -> None:

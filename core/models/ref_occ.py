@@ -26,7 +26,6 @@ import dataclasses
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from core.errors import ImageError, InputError
@@ -43,6 +42,7 @@ from core.models.config import ConfigError, EncoderConfig, InitOccConfig
 from core.models.halo_decoder import occupancy_from_logits
 from core.models.image_encoder import IMAGE_SIZE, build_image_encoder, upsample_bilinear
 from core.models.init_occ import HandInputs, InitOccImageFeatures, InitOccNet
+from core.models.pixel_sampling import sample_pixel_features
 
 HAND_LABEL = {"left": (1.0, 0.0), "right": (0.0, 1.0)}  # one-hot appended to anchor features
 
@@ -112,18 +112,6 @@ class AnchorContext:
         return AnchorEncoding(self.z_ctx[side] if z is None else z, enc.anchors, enc.anchor_feats)
 
 
-def sample_pixel_features(
-    feature_map: torch.Tensor, points_cam_m: torch.Tensor, cam_K: torch.Tensor, image_size: int = IMAGE_SIZE
-) -> torch.Tensor:
-    """Bilinear features (B, N, C) of a (B, C, S, S) map at the projections of camera-frame
-    points (B, N, 3) through the crop intrinsics ``cam_K`` (B, 3, 3). Official convention:
-    grid = (u - size/2) / (size/2), ``grid_sample(align_corners=True)``, zeros outside."""
-    uv = camera_ops.project_to_pixels(points_cam_m, cam_K)
-    grid = camera_ops.pixels_to_grid(uv, image_size).to(feature_map.dtype)
-    sampled = F.grid_sample(feature_map, grid.unsqueeze(2), mode="bilinear", align_corners=True)
-    return sampled[..., 0].transpose(1, 2)
-
-
 # --- the network -----------------------------------------------------------------------
 
 
@@ -162,10 +150,13 @@ class RefOccNet(nn.Module):
         return self
 
     # --- stage 1: image ------------------------------------------------------------------
-    def encode_image(self, img: torch.Tensor, shared_encoder: bool = False) -> RefOccImageFeatures:
+    def encode_image(
+        self, img: torch.Tensor, shared_encoder: bool = False, cam_K: torch.Tensor | None = None
+    ) -> RefOccImageFeatures:
         """img (B, 3, 256, 256), ImageNet-normalised. Runs R's encoder and I's encoder once;
         ``shared_encoder``: R's encoder equals I's (frozen and shared, as our training keeps
-        it), so I's encoder pass feeds R's heads too."""
+        it), so I's encoder pass feeds R's heads too. ``cam_K`` (B, 3, 3): the crops'
+        intrinsics, which I reads with its ``pixel_feature`` option."""
         if img.dim() != 4 or tuple(img.shape[1:]) != (3, IMAGE_SIZE, IMAGE_SIZE):
             raise ImageError(
                 f"network R expects (B, 3, {IMAGE_SIZE}, {IMAGE_SIZE}) normalised images, "
@@ -173,7 +164,7 @@ class RefOccNet(nn.Module):
             )
         if shared_encoder:
             with torch.no_grad():
-                init_features = self.init_occ.encode_image(img, keep_encoding=True)
+                init_features = self.init_occ.encode_image(img, keep_encoding=True, cam_K=cam_K)
             enc, init_features = init_features.encoding, dataclasses.replace(init_features, encoding=None)
         else:
             enc = self.image_encoder(img)
@@ -191,7 +182,7 @@ class RefOccNet(nn.Module):
         img_global = torch.cat([hms_global, dp_global], dim=1)
         if not shared_encoder:
             with torch.no_grad():
-                init_features = self.init_occ.encode_image(img)
+                init_features = self.init_occ.encode_image(img, cam_K=cam_K)
         return RefOccImageFeatures(fmap, img_global, init_features)
 
     # --- stage 2: anchors ----------------------------------------------------------------
@@ -370,7 +361,7 @@ class RefOccNet(nn.Module):
             cam_other = init_net.camera_points(other, hands[other], p_other)
             query_cam = camera_ops.subtract_depth(cam_other, ref_depth)
             logits, _ = init_net.part_logits_from_camera(
-                features.init_occ, side, hands[side], p_other, query_cam
+                features.init_occ, side, hands[side], p_other, query_cam, cam_other
             )
             return occupancy_from_logits(logits)[0]
 
@@ -387,7 +378,7 @@ class RefOccNet(nn.Module):
         """Official ``forward``: occupancy ``{'left': (B, N), 'right': (B, M)}`` of each hand
         at its own canonical points. With ``pen`` also ``'left_at_right'`` (B, M) and
         ``'right_at_left'`` (B, N): each hand's occupancy at the other hand's points."""
-        return self.occupancies(self.encode_image(img), hands, cam_K, points, anchors_mm, pen)
+        return self.occupancies(self.encode_image(img, cam_K=cam_K), hands, cam_K, points, anchors_mm, pen)
 
     def occupancies(
         self,

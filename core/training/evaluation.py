@@ -366,10 +366,15 @@ def format_tables(result: EvalResult) -> str:
     lines += ["", "Table 4 -- keypoints (MPJPE, mm, middle-MCP aligned)", f"{'Input':<16}{'MPJPE':>8}"]
     noisy, refined = result.mpjpe_mm.get("noisy", math.nan), result.mpjpe_mm.get("refined", math.nan)
     lines.append(f"{'noisy':<16}{noisy:>8.2f}")
-    lines.append(f"{'refined by K':<16}{refined:>8.2f}")
+    lines.append(f"{'refined by K':<16}{refined:>8.2f}" if _ran_k(result) else "(K not run: no K row asked)")
     if result.rows_shuffled_image is not None:
         lines += ["", *format_image_ablation(result)]
     return "\n".join(lines)
+
+
+def _ran_k(result: EvalResult) -> bool:
+    """Whether K ran (a K row was asked): its MPJPE is then a number, not NaN."""
+    return not math.isnan(result.mpjpe_mm.get("refined", math.nan))
 
 
 def format_image_ablation(result: EvalResult) -> list[str]:
@@ -390,6 +395,8 @@ def format_image_ablation(result: EvalResult) -> list[str]:
         lines.append(f"{name:<8}{cells}")
     if not result.rows_shuffled_image:
         lines.append("(no row of these weights reads the image)")
+    if not _ran_k(result):
+        return lines
     refined = result.mpjpe_mm.get("refined", math.nan)
     shuffled_k = (result.mpjpe_mm_shuffled_image or {}).get("refined", math.nan)
     change = 100.0 * (shuffled_k / refined - 1.0) if refined else math.nan

@@ -6,6 +6,7 @@ that I starts exactly at HALO. Depth reference: the wrist (order-independent).""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -13,7 +14,7 @@ from torch import nn
 
 from core.errors import TrainConfigError
 from core.hand.joints import HAND_SIDES
-from core.models.init_occ import InitOccNet, init_weights_official
+from core.models.init_occ import InitOccNet, init_weights_official, zero_pixel_projections
 from core.models.ref_occ import RefOccNet
 from core.models.registry import load_network
 from core.training import losses
@@ -61,6 +62,9 @@ class InitOptions:
     # runs on K's output, ~12 mm off; on the truth alone it has no reason to read the image.
     input_noise_share: float = 0.0
     input_noise_level: float = 1.0
+    # build I with a pixel-aligned image feature (InitOccConfig.pixel_feature; ours). Its
+    # projections start at zero, so an earlier I without them goes on from where it was.
+    pixel_feature: bool = False
 
     def __post_init__(self) -> None:
         InputNoise(self.input_noise_share, self.input_noise_level)  # validates
@@ -105,6 +109,15 @@ def init_decoders_from_init(net: InitOccNet, earlier: InitOccNet, zero_image_col
     return len(state)
 
 
+def load_earlier_init(net: InitOccNet, earlier: InitOccNet) -> None:
+    """All of an earlier I's weights into ``net``; only ``pixel_feature``'s projections may be
+    missing from it (they then keep their zero start)."""
+    missing, unexpected = net.load_state_dict(earlier.state_dict(), strict=False)
+    bad = [k for k in missing if not k.split(".", 1)[0].endswith("_pixel_proj")] + list(unexpected)
+    if bad:
+        raise TrainConfigError(f"the earlier network I does not fit this one: {', '.join(bad[:6])}")
+
+
 NORMALISE_SAMPLES = 16  # crops that set the image path's start (normalise_image_path)
 
 
@@ -146,7 +159,10 @@ class InitRecipe(Recipe):
 
     def item_spec(self) -> ItemSpec:
         if self.opts.feature_cache:  # the crops' maps come from the cache
-            return ItemSpec(points_per_hand=self.cfg.points_per_hand, seed=self.cfg.seed, crop_with="none",
+            # with pixel_feature the items need the ground-truth crop's intrinsics (cropping the
+            # black stand-in image gives them); otherwise nothing of the crop is read
+            crop_with = "gt" if self.opts.pixel_feature else "none"
+            return ItemSpec(points_per_hand=self.cfg.points_per_hand, seed=self.cfg.seed, crop_with=crop_with,
                             needs_image=False)  # fmt: skip
         return ItemSpec(points_per_hand=self.cfg.points_per_hand, seed=self.cfg.seed, crop_with="gt")
 
@@ -162,18 +178,21 @@ class InitRecipe(Recipe):
         return dataset
 
     def model_config(self):
-        return init_occ_config(self.encoder_spec())
+        config = init_occ_config(self.encoder_spec())
+        return dataclasses.replace(config, pixel_feature=self.opts.pixel_feature)
 
     def build(self) -> nn.Module:
         net = InitOccNet(self.model_config())
         net.apply(init_weights_official)
+        if net.cfg.pixel_feature:
+            zero_pixel_projections(net)
         if self.opts.init_keep_from:
             path = self.config_path(self.opts.init_keep_from)
             earlier = load_network(path)
             earlier = earlier.init_occ if isinstance(earlier, RefOccNet) else earlier
             if not isinstance(earlier, InitOccNet):
                 raise TrainConfigError(f"init_keep_from must hold network I (or R); {path} does not")
-            net.load_state_dict(earlier.state_dict())
+            load_earlier_init(net, earlier)
         if self.start_from_campaign_encoder(net) and self.opts.init_keep_from:
             raise TrainConfigError("encoder_from and init_keep_from both set I's encoder: choose one")
         if self.cfg.init_from:
@@ -181,7 +200,7 @@ class InitRecipe(Recipe):
             start = start.init_occ if isinstance(start, RefOccNet) else start
             with torch.no_grad():
                 if isinstance(start, InitOccNet) and self.on_campaign_encoder(start):
-                    net.load_state_dict(start.state_dict())  # an earlier I on this encoder: go on
+                    load_earlier_init(net, start)  # an earlier I on this encoder: go on
                 elif isinstance(start, InitOccNet):  # an earlier I's decoders
                     init_decoders_from_init(net, start, zero_image_columns=bool(self.cfg.encoder_from))
                 else:
@@ -217,7 +236,7 @@ class InitRecipe(Recipe):
     def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         if self.opts.image_lr_scale == 1.0:
             return super().optimizer(model)
-        image_path = ("image_final_layer.", "img_ex_")
+        image_path = ("image_final_layer.", "img_ex_", "left_pixel_proj.", "right_pixel_proj.")
         params = [(n, p) for n, p in unwrap(model).named_parameters() if p.requires_grad]
         groups = [
             {"params": [p for n, p in params if not n.startswith(image_path)]},
@@ -230,11 +249,12 @@ class InitRecipe(Recipe):
         if self.opts.init_keep_from or self.opts.feature_cache:  # the encoder stays as it is
             unwrap(model).image_encoder.eval()
         b = occupancy_batch(batch, device)
+        cam_K = batch["camera_K"].to(device) if unwrap(model).cfg.pixel_feature else None
         if "encoder_maps" in batch:
             maps = batch["encoder_maps"].to(device=device, dtype=torch.float32)
-            pred = model(None, b.hands, b.points, chunk_size=None, encoder_maps=maps)
+            pred = model(None, b.hands, b.points, chunk_size=None, encoder_maps=maps, cam_K=cam_K)
         else:
-            pred = model(b.images, b.hands, b.points, chunk_size=None)
+            pred = model(b.images, b.hands, b.points, chunk_size=None, cam_K=cam_K)
         target = b.targets
         loss = losses.occupancy_mse(pred, target)
         return loss, {"loss": loss.item(), "iou": occupancy_iou(pred, target, 0.5)}

@@ -194,6 +194,10 @@ class RefRecipe(Recipe):
         if isinstance(init, RefOccNet):  # fine-tuning an earlier R (its I inside)
             net.load_state_dict(init.state_dict())
         elif isinstance(init, InitOccNet):
+            if init.cfg.pixel_feature != net.cfg.init_occ.pixel_feature:
+                raise TrainConfigError(
+                    "R's training recipe builds I without pixel_feature; this I has it (not supported yet)"
+                )
             with torch.no_grad():
                 net.init_occ.load_state_dict(init.state_dict())
             share_encoder_from_init(net, init, final_layer=True)
@@ -249,7 +253,7 @@ class RefRecipe(Recipe):
         b = occupancy_batch(batch, device)
         cam_K = batch["camera_K"].to(device)
         anchors = {s: batch[f"anchors_{s}_mm"].to(device) for s in HAND_SIDES}
-        features = ref.encode_image(b.images, shared_encoder=True)
+        features = ref.encode_image(b.images, shared_encoder=True, cam_K=cam_K)
         out = ref.occupancies(features, b.hands, cam_K, b.points, anchors, pen=True)
         target = b.targets
         loss, parts = losses.ref_occ_loss(out, target, self.opts.pen_weight)
