@@ -304,3 +304,28 @@ def test_noisy_cache_points_stay_the_same_physical_points(sample):
     assert err < 1e-6  # metres
     spec = rc.RefCacheSpec(noisy_share=0.5)
     assert spec.to_json()["noisy_share"] == 0.5 and "noisy_share" not in rc.RefCacheSpec().to_json()
+
+
+def test_r_around_a_pixel_feature_i_keeps_it(tmp_path, folder_of_two):
+    """R's recipe reads from its start's header whether I has ``pixel_feature`` and builds
+    (and exports) R's config with it, I's weights whole."""
+    import dataclasses
+
+    from core.checkpoints import save_checkpoint
+    from core.models.init_occ import InitOccNet
+    from core.training.netconfigs import init_occ_config
+
+    torch.manual_seed(4)
+    init = InitOccNet(dataclasses.replace(init_occ_config("resnet18"), pixel_feature=True))
+    with torch.no_grad():
+        init.left_pixel_proj.weight.normal_(0.0, 0.1)
+    path = save_checkpoint(tmp_path / "i.safetensors", init, "init_occ", config=init.cfg)
+    for _start in ("an I", "the R written by the first pass (its I inside)"):
+        cfg = TrainConfig.from_sections(
+            {"ref": {"data": {"kind": "synth_folder", "path": str(folder_of_two)}, "backbone": "resnet18",
+                     "init_from": str(path), "identity_init": True}}, "ref")  # fmt: skip
+        recipe = RefRecipe(cfg, tmp_path / "run")
+        assert recipe.model_config().init_occ.pixel_feature
+        net = recipe.build()
+        assert torch.equal(net.init_occ.left_pixel_proj.weight, init.left_pixel_proj.weight)
+        path = save_checkpoint(tmp_path / "r.safetensors", net, "ref_occ", config=recipe.model_config())

@@ -13,11 +13,13 @@ output where I's overlaps are resolved for the more confident hand (see RefRecip
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from core.checkpoints import read_checkpoint_info
 from core.errors import TrainConfigError
 from core.hand.joints import HAND_SIDES
 from core.models.init_occ import InitOccNet
@@ -176,7 +178,18 @@ class RefRecipe(Recipe):
         )
 
     def model_config(self):
-        return ref_occ_config(self.encoder_spec())
+        cfg = ref_occ_config(self.encoder_spec())
+        if self.cfg.init_from and self._start_has_pixel_feature():
+            cfg = dataclasses.replace(cfg, init_occ=dataclasses.replace(cfg.init_occ, pixel_feature=True))
+        return cfg
+
+    def _start_has_pixel_feature(self) -> bool:
+        """Whether the I that R starts from (an I, or the I inside an earlier R) has
+        ``pixel_feature``: R's config then holds it too (read from the file's header)."""
+        info = read_checkpoint_info(self.init_path())
+        config = info.config or {}
+        config = config.get("init_occ", {}) if info.network == "ref_occ" else config
+        return bool(config.get("pixel_feature", False))
 
     def cache_spec(self):
         from core.training.ref_cache import RefCacheSpec
@@ -194,10 +207,6 @@ class RefRecipe(Recipe):
         if isinstance(init, RefOccNet):  # fine-tuning an earlier R (its I inside)
             net.load_state_dict(init.state_dict())
         elif isinstance(init, InitOccNet):
-            if init.cfg.pixel_feature != net.cfg.init_occ.pixel_feature:
-                raise TrainConfigError(
-                    "R's training recipe builds I without pixel_feature; this I has it (not supported yet)"
-                )
             with torch.no_grad():
                 net.init_occ.load_state_dict(init.state_dict())
             share_encoder_from_init(net, init, final_layer=True)
