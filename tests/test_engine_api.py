@@ -12,7 +12,7 @@ from core.engine import Engine, ReconstructionSettings, SettingsError
 from core.errors import ImageError, InputError, KeypointError
 from core.models.config import EncoderConfig, InitOccConfig
 from core.models.ref_occ import RefOccConfig, RefOccNet
-from core.types import Camera, TwoHandKeypoints
+from core.types import Camera, HandMesh, TwoHandKeypoints
 from tests import golden
 
 FAST = ReconstructionSettings(resolution=64, preview_resolution=32, anchor_resolution=32, device="cpu")
@@ -342,3 +342,21 @@ def test_resolve_contact_removes_the_overlap_and_keeps_the_rest(halo_engine, key
         far = cKDTree(other.vertices).query(after.vertices)[0] > 0.015
         assert far.sum() > 200
         assert cKDTree(before.vertices).query(after.vertices[far])[0].max() < 1e-7
+
+
+def test_short_anchor_draws_are_filled_without_trimesh_warnings(caplog):
+    """The even sampler returns fewer points than asked on small or split meshes; the
+    anchors are then filled by repetition (as the reference does), without trimesh's
+    "only got N/M samples!" warning on every call."""
+    import logging
+
+    from core.engine.engine import sample_anchors
+
+    # one triangle stacked four times: the sampler's area, hence its spacing, is 4x too large
+    tri = HandMesh(np.array([[0, 0, 0.5], [0.01, 0, 0.5], [0, 0.01, 0.5]], float), np.array([[0, 1, 2]] * 4))
+    with caplog.at_level(logging.WARNING):
+        anchors = sample_anchors(tri, 512, seed=0)
+    assert anchors.shape == (512, 3)
+    assert len(np.unique(anchors, axis=0)) < 512  # short draw, repeated
+    assert not [r for r in caplog.records if "only got" in r.getMessage()]
+    assert logging.getLogger("trimesh.sample").level == logging.NOTSET  # left as it was

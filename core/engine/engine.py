@@ -22,6 +22,7 @@ One hand missing: the present hand is reconstructed with I alone (R needs both h
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -466,7 +467,15 @@ def sample_anchors(mesh: HandMesh, count: int, seed: int) -> np.ndarray:
     import trimesh
 
     tm = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
-    points, _ = trimesh.sample.sample_surface_even(tm, count, seed=seed)
+    # trimesh warns "only got N/count samples!" on stderr for every short draw; the shortfall
+    # is handled below, so the warning is noise in the CLI's and the evaluation's output
+    sampler_log = logging.getLogger("trimesh.sample")
+    level = sampler_log.level
+    sampler_log.setLevel(logging.ERROR)
+    try:
+        points, _ = trimesh.sample.sample_surface_even(tm, count, seed=seed)
+    finally:
+        sampler_log.setLevel(level)
     points = np.asarray(points, dtype=np.float64)
     if len(points) == 0:
         points, _ = trimesh.sample.sample_surface(tm, count, seed=seed)
