@@ -192,3 +192,20 @@ def test_tables_without_a_k_row_print_no_k_figures(image_reading_result):
     table = evaluation.format_tables(result)
     assert "nan" not in table and "K not run" in table and "K's MPJPE" not in table
     assert "K's MPJPE (mm): true" in evaluation.format_tables(image_reading_result)
+
+
+def test_k_figures_come_from_k_i_r_when_k_i_is_not_asked(samples):
+    """``--rows I+R,K+I+R`` runs K too: its MPJPE is the one the K+I row gives (same
+    keypoints), not a missing figure."""
+    from core.engine.backends import SHIPPED_WEIGHTS_DIR
+    from core.models.registry import load_weights_folder
+
+    nets = load_weights_folder(SHIPPED_WEIGHTS_DIR, "cpu")
+    device = torch.device("cpu")
+    engine = Engine(device="cpu", backend=Im2HandsBackend(device, ref=nets["ref_occ"], kpts=nets["kpts_ref"]))
+    got = {}
+    for rows in (("K+I",), ("K+I+R",)):
+        config = dataclasses.replace(TINY, rows=rows)
+        got[rows[0]] = evaluation.evaluate(iter(samples), im2hands=engine, halo=None, config=config)
+    k_i, k_i_r = got["K+I"].mpjpe_mm["refined"], got["K+I+R"].mpjpe_mm["refined"]
+    assert not math.isnan(k_i_r) and k_i_r == pytest.approx(k_i, abs=1e-9)

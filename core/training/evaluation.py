@@ -291,7 +291,9 @@ def evaluate(
     cfg = config or EvalConfig()
     plans = row_plans(im2hands, halo, cfg)
     rows = {name: RowScores() for name in cfg.rows if name in plans and plans[name].engine is not None}
-    k_alone = K_ONLY_ROW in cfg.rows and "K+I" not in rows and plans["K+I"].engine is not None
+    # K's MPJPE comes from the first row that runs K (K+I, else K+I+R: the same keypoints)
+    k_row = next((name for name in ("K+I", "K+I+R") if name in rows), None)
+    k_alone = K_ONLY_ROW in cfg.rows and k_row is None and plans["K+I"].engine is not None
     shuffled = {name: RowScores() for name in rows if shuffle_images and plans[name].reads_image}
     mpjpe = {"noisy": [], "refined": [], "refined_shuffled": []}
     stream = with_partner_images(samples) if shuffle_images else ((s, None) for s in samples)
@@ -302,7 +304,7 @@ def evaluate(
         ``truth``; K's MPJPE goes to ``mpjpe[k_key]``."""
         for name, scores in row_scores.items():
             rec = score_row(scores, plans[name], shown, cfg, count)
-            if name == "K+I":
+            if name == k_row:
                 mpjpe[k_key] += _k_errors(rec, truth)
         if k_alone:
             mpjpe[k_key] += _k_alone_errors(im2hands, shown, truth)
