@@ -137,6 +137,10 @@ class PointEmbedding(nn.Sequential):
         return F.linear(dropout(h), last.weight[..., 0], last.bias)
 
 
+# the pixel_feature option's per-side projections (module names; ours, not in official checkpoints)
+PIXEL_PROJECTIONS = {side: f"{side}_pixel_proj" for side in HAND_SIDES}
+
+
 class InitOccNet(nn.Module):
     """Network I. State-dict keys match the official checkpoint (``strict=True``)."""
 
@@ -152,8 +156,8 @@ class InitOccNet(nn.Module):
         self.left_decoder = HaloPartDecoder(cfg.decoder)
         self.right_decoder = HaloPartDecoder(cfg.decoder)
         if cfg.pixel_feature:  # ours (InitOccConfig.pixel_feature); official keys unchanged
-            self.left_pixel_proj = nn.Linear(cfg.image_feature_dim, cfg.img_ex.verts_f_dim)
-            self.right_pixel_proj = nn.Linear(cfg.image_feature_dim, cfg.img_ex.verts_f_dim)
+            for name in PIXEL_PROJECTIONS.values():
+                setattr(self, name, nn.Linear(cfg.image_feature_dim, cfg.img_ex.verts_f_dim))
             zero_pixel_projections(self)
 
     # --- per-side submodules ------------------------------------------------------------
@@ -242,7 +246,7 @@ class InitOccNet(nn.Module):
         if points_cam is None or features.cam_K is None:
             raise InputError("network I with pixel_feature needs camera points and the crop intrinsics")
         sampled = sample_pixel_features(features.feature_map, points_cam, features.cam_K)
-        return getattr(self, f"{side}_pixel_proj")(sampled)
+        return getattr(self, PIXEL_PROJECTIONS[side])(sampled)
 
     def query(
         self,
@@ -305,8 +309,8 @@ def zero_pixel_projections(net: InitOccNet) -> None:
     """Start ``pixel_feature``'s projections at zero: I then computes what it did without
     them, and the weights still get gradients (their input, the sampled map, is not zero)."""
     with torch.no_grad():
-        for side in HAND_SIDES:
-            proj = getattr(net, f"{side}_pixel_proj")
+        for name in PIXEL_PROJECTIONS.values():
+            proj = getattr(net, name)
             proj.weight.zero_()
             proj.bias.zero_()
 

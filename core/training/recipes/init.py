@@ -14,7 +14,7 @@ from torch import nn
 
 from core.errors import TrainConfigError
 from core.hand.joints import HAND_SIDES
-from core.models.init_occ import InitOccNet, init_weights_official, zero_pixel_projections
+from core.models.init_occ import PIXEL_PROJECTIONS, InitOccNet, init_weights_official, zero_pixel_projections
 from core.models.ref_occ import RefOccNet
 from core.models.registry import load_network
 from core.training import losses
@@ -113,7 +113,7 @@ def load_earlier_init(net: InitOccNet, earlier: InitOccNet) -> None:
     """All of an earlier I's weights into ``net``; only ``pixel_feature``'s projections may be
     missing from it (they then keep their zero start)."""
     missing, unexpected = net.load_state_dict(earlier.state_dict(), strict=False)
-    bad = [k for k in missing if not k.split(".", 1)[0].endswith("_pixel_proj")] + list(unexpected)
+    bad = [k for k in missing if k.split(".", 1)[0] not in PIXEL_PROJECTIONS.values()] + list(unexpected)
     if bad:
         raise TrainConfigError(f"the earlier network I does not fit this one: {', '.join(bad[:6])}")
 
@@ -236,7 +236,7 @@ class InitRecipe(Recipe):
     def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         if self.opts.image_lr_scale == 1.0:
             return super().optimizer(model)
-        image_path = ("image_final_layer.", "img_ex_", "left_pixel_proj.", "right_pixel_proj.")
+        image_path = ("image_final_layer.", "img_ex_", *(name + "." for name in PIXEL_PROJECTIONS.values()))
         params = [(n, p) for n, p in unwrap(model).named_parameters() if p.requires_grad]
         groups = [
             {"params": [p for n, p in params if not n.startswith(image_path)]},
