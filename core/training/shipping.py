@@ -130,13 +130,12 @@ def extract_encoder(weights_dir: str | Path, out_path: str | Path) -> Path:
     from core.models.registry import TRAINED_ENCODER_NETWORK, load_weights_folder
 
     nets = load_weights_folder(weights_dir)
-    holder = nets.get("ref_occ") or nets.get("kpts_ref")
+    holder = nets["ref_occ"].init_occ if "ref_occ" in nets else nets.get("kpts_ref")  # I and K: .cfg.encoder
     if holder is None:
         raise CheckpointError(f"{weights_dir} holds no network with the shared image encoder (R or K)")
-    encoder = holder.init_occ.image_encoder if "ref_occ" in nets else holder.image_encoder
-    cfg = holder.init_occ.cfg.encoder if "ref_occ" in nets else holder.cfg.encoder
     metadata = {"start": f"extracted from the packed weights in {weights_dir}"}
-    return save_checkpoint(out_path, encoder.float(), TRAINED_ENCODER_NETWORK, config=cfg, metadata=metadata)
+    return save_checkpoint(out_path, holder.image_encoder.float(), TRAINED_ENCODER_NETWORK,
+                           config=holder.cfg.encoder, metadata=metadata)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
