@@ -200,7 +200,21 @@ def bench_im2hands(
     out["speedup_vs_reference"] = ref["seconds"] / out["final_s"]
     final, fields = engine.reconstruct_with_fields(image, camera, keypoints, settings)
     out.update(_agreement(final, ref, fields))
-    out["guided"] = bench_guided(engine, image, camera, keypoints, settings, ref, (final, fields))
+    network = settings.with_(closed_form_ref=False)  # R's network at every point R is asked
+    out["ref_closed_form"] = backend.ref_init_affine() is not None
+    if out["ref_closed_form"]:
+        # the same engine with R's network run, in the same process: the closed form's gain
+        out["network_ref"] = bench_engine(engine, image, camera, keypoints, network)
+        for key in ("preview_s", "final_s", "drag_update_s"):
+            out[f"closed_form_speedup_{key[:-2]}"] = out["network_ref"][key] / out[key]
+    engine.clear_cache()
+    exact = engine.reconstruct_with_fields(image, camera, keypoints, network)
+    if out["ref_closed_form"]:
+        out["network_ref"].update(_agreement(exact[0], ref, exact[1]))
+        out["closed_form_iou_vs_network"] = _agreement(
+            final, {"meshes": {"left": exact[0].left, "right": exact[0].right}, "fields": exact[1]}, fields
+        )["mesh_iou_vs_reference"]
+    out["guided"] = bench_guided(engine, image, camera, keypoints, network, ref, exact)
     return out
 
 

@@ -45,7 +45,13 @@ def run(args: argparse.Namespace) -> int:
     for part in ("halo_vs_official_code", "init_vs_official_code"):
         if report.get(part):  # against the official code's own recorded timings
             summary[f"{part}_speedup"] = report[part]["speedup_vs_official_code"]
-    guided = (report.get("im2hands") or {}).get("guided") or {}
+    im2hands = report.get("im2hands") or {}
+    if im2hands.get("ref_closed_form"):  # the identity R in closed form against R's network
+        summary["network_ref"] = {
+            k: im2hands["network_ref"][k] for k in ("preview_s", "final_s", "drag_update_s")
+        }
+        summary["closed_form_iou_vs_network"] = im2hands["closed_form_iou_vs_network"]
+    guided = im2hands.get("guided") or {}
     for coarse, g in guided.items():  # the approximate mode, R up to a coarser lattice
         summary[f"guided_{coarse}"] = {
             k: g[k] for k in ("final_s", "speedup_vs_reference", "mesh_iou_vs_reference", "mesh_iou_vs_exact")

@@ -128,6 +128,12 @@ class Im2HandsBackend:
     def has_keypoint_refiner(self) -> bool:
         return self.kpts is not None
 
+    def ref_init_affine(self) -> tuple[float, float] | None:
+        """(a, b) when R's logit is ``a * o_I + b`` of I's occupancy (an R still at its
+        identity start: :meth:`RefOccNet.init_occupancy_affine`), else None. Read per job:
+        a network being trained may leave that form between calls."""
+        return None if self.ref is None else self.ref.init_occupancy_affine()
+
     # -- per image ---------------------------------------------------------------------------
     def image_features(self, crop_u8: np.ndarray, cam_K_crop: np.ndarray, with_kpts: bool) -> ImageFeatures:
         img = normalize_image(torch.as_tensor(np.ascontiguousarray(crop_u8))[None].to(self.device))

@@ -62,7 +62,13 @@ from core.engine.penetration import HandField
 from core.engine.prepare import prepare_inputs
 from core.engine.settings import ReconstructionSettings
 from core.engine.skeleton_mask import far_from_skeleton
-from core.engine.values import EvaluationCounts, ExactRefValues, GuidedRefValues, InitValues
+from core.engine.values import (
+    ClosedFormRefValues,
+    EvaluationCounts,
+    ExactRefValues,
+    GuidedRefValues,
+    InitValues,
+)
 from core.errors import InputError
 from core.models.ref_occ import AnchorContext
 from core.types import Camera, HandMesh, Reconstruction, TwoHandKeypoints
@@ -212,7 +218,9 @@ class Engine:
         """Network I at ``settings.anchor_resolution``, R's anchors on its iso-surface and
         their encoding -- everything a reconstruction computes before R's decoder -- for
         this input (caches included)."""
-        job = _Job(self, image, camera, keypoints, settings or ReconstructionSettings(), None)
+        # anchors are what is asked for, so R's closed form (which needs none) stays off
+        settings = (settings or ReconstructionSettings()).with_(closed_form_ref=False)
+        job = _Job(self, image, camera, keypoints, settings, None)
         with torch.inference_mode():
             job._ensure_anchors()
         return RefinementInputs(
@@ -281,6 +289,10 @@ class _Job:
         self.should_cancel = should_cancel
         self.refine = self.inputs.refine  # turns False when I finds no surface for the anchors
         self.notes = list(self.inputs.notes)
+        # R in closed form from I's values (an identity R): no anchors, no decoder
+        self.ref_affine = self.backend.ref_init_affine() if self.refine and settings.closed_form_ref else None
+        if self.ref_affine is not None:
+            self.notes.append("network R is the identity of I's occupancy: evaluated in closed form")
         self.timings: dict[str, float] = dict(self.inputs.timings_s)
         self.counts = EvaluationCounts()
         store_res = max(settings.resolution, settings.preview_resolution, settings.anchor_resolution)
@@ -358,7 +370,7 @@ class _Job:
         """I meshes at ``anchor_resolution`` -> 512 anchors per hand -> R's anchor context.
         A hand whose state already holds anchors for these settings (its keypoints did not
         change since an earlier call) keeps them and its encoding."""
-        if self.anchor_context is not None or not self.refine:
+        if self.anchor_context is not None or not self.refine or self.ref_affine is not None:
             return
         s = self.settings
         anchor_key = (s.anchor_resolution, s.threshold_init, s.num_anchors, s.anchor_seed, s.skip_margin_m)
@@ -391,7 +403,9 @@ class _Job:
             h.anchor_context = self.anchor_context
         self.timings["anchors"] = time.perf_counter() - t
 
-    def _ref_source(self) -> ExactRefValues | GuidedRefValues:
+    def _ref_source(self) -> ExactRefValues | GuidedRefValues | ClosedFormRefValues:
+        if self.ref_affine is not None:
+            return ClosedFormRefValues(self.init_values, self.ref_affine, self.ref_stores)
         exact = ExactRefValues(self.init_values, self.anchor_context, self.ref_stores)
         coarse = self.settings.refinement_resolution
         return exact if coarse is None else GuidedRefValues(exact, coarse)

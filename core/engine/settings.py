@@ -10,7 +10,8 @@ from core.errors import InputError
 
 DEVICES = ("auto", "cpu", "cuda")
 MAX_RESOLUTION = 512  # per axis; 1024 would need gigabytes per hand and many minutes
-_BOOLS = ("use_keypoint_refiner", "use_refinement", "half_precision", "penetration", "resolve_contact")
+_BOOLS = ("use_keypoint_refiner", "use_refinement", "half_precision", "penetration", "resolve_contact",
+          "closed_form_ref")  # fmt: skip
 _INTS = ("resolution", "preview_resolution", "mise_resolution0", "anchor_resolution", "num_anchors",
          "anchor_seed", "refinement_resolution", "points_per_batch")  # fmt: skip
 _FLOATS = ("threshold_init", "threshold_ref", "box_padding", "skip_margin_m", "penetration_spacing_m")
@@ -51,7 +52,12 @@ class ReconstructionSettings:
     ``resolve_contact`` (ours; off = the networks' own surfaces): each point inside both
     hands goes to the hand whose occupancy margin is larger, by the rule the synthetic ground
     truth is built with (:mod:`core.engine.contact`), so the meshes meet instead of
-    interpenetrating. A post-process on the lattices, not a network."""
+    interpenetrating. A post-process on the lattices, not a network.
+
+    ``closed_form_ref`` (ours; exact): an R whose decoder is still the identity of I's
+    occupancy (its logit ``a * o_I + b``, as in the shipped sets until a trained R beats it)
+    is evaluated from I's values in closed form, without anchors or R's decoder; the field
+    is the same. False runs R's network anyway (checks, timing the network)."""
 
     resolution: int = 256
     preview_resolution: int = 64
@@ -72,6 +78,7 @@ class ReconstructionSettings:
     penetration: bool = True
     penetration_spacing_m: float = 1e-3
     resolve_contact: bool = False
+    closed_form_ref: bool = True
 
     def __post_init__(self):
         _check_types(self)

@@ -3,7 +3,10 @@
 * :class:`InitValues` -- network I, reused from a per-hand lattice store where known;
 * :class:`ExactRefValues` -- network R at every asked point (the reference's rule);
 * :class:`GuidedRefValues` -- R up to a coarse lattice, beyond it I's exact value plus R's
-  interpolated correction (``ReconstructionSettings.refinement_resolution``).
+  interpolated correction (``ReconstructionSettings.refinement_resolution``);
+* :class:`ClosedFormRefValues` -- an R whose logit is an affine function of I's occupancy
+  (the identity R), from I's value alone: no anchors, no decoder
+  (``ReconstructionSettings.closed_form_ref``).
 
 A source is called as ``source(side, points_box, ijk, n)`` by the multiresolution extraction
 and counts its work in a shared :class:`EvaluationCounts`.
@@ -38,6 +41,7 @@ class EvaluationCounts:
 
     init_occ: int = 0  # I evaluated
     ref_occ: int = 0  # R evaluated
+    ref_closed_form: int = 0  # R's value from I's by R's closed form (an identity R)
     ref_guided: int = 0  # R's value interpolated from the coarse lattice
     skipped: int = 0  # far from the skeleton: not evaluated
     reused: int = 0  # the extraction's prior (an earlier stage) supplied the value
@@ -143,4 +147,22 @@ class GuidedRefValues:
             values[~known] = self.exact.at(side, points_box[~known], ijk[~known], n, init[~known])
         self.exact.stores[side].add(ijk[known], n, values[known])
         init_source.counts.ref_guided += int(known.sum())
+        return values
+
+
+@dataclass
+class ClosedFormRefValues:
+    """R's occupancy ``sigmoid(a * o_I + b)`` from I's value at the same points, for an R
+    whose decoder reduces to that form (:meth:`RefOccNet.init_occupancy_affine`): the same
+    field as :class:`ExactRefValues` without R's anchors, attention or decoder."""
+
+    init: InitValues
+    affine: tuple[float, float]
+    stores: dict[str, LatticeValues]
+
+    def __call__(self, side: str, points_box: np.ndarray, ijk: np.ndarray, n: int) -> np.ndarray:
+        slope, offset = self.affine
+        values = sigmoid(slope * self.init(side, points_box, ijk, n).astype(np.float32) + offset)
+        self.stores[side].add(ijk, n, values)
+        self.init.counts.ref_closed_form += len(values)
         return values

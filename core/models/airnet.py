@@ -478,6 +478,31 @@ class PointTransformerOccDecoder(nn.Module):
             outputs.append(self._mlp_tail(attended, part[..., 3:], fc_c_weight, fc_c_bias))
         return torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]
 
+    @torch.no_grad()
+    def trailing_input_affine(self, n_trailing: int) -> tuple[float, float] | None:
+        """(a, b) when the decoder's logit is ``a * v + b`` for queries whose last
+        ``n_trailing`` feature columns all hold the same value v, whatever the other inputs
+        and the anchors (R built around I's occupancy and never trained past
+        ``identity_init_ref_decoder``, ours); None otherwise. Exact: hidden channel 0 reads
+        only those columns, no conditioning or ResNet increment reaches it, and ``fc_out``
+        reads channel 0 alone."""
+        w = self.init_enc.weight
+        if not 0 < n_trailing <= w.shape[1]:
+            raise ValueError(f"n_trailing must lie in 1..{w.shape[1]}, got {n_trailing}")
+        passes = (
+            bool(torch.all(w[0, : w.shape[1] - n_trailing] == 0))
+            and all(bool(torch.all(fc.weight[0] == 0)) and float(fc.bias[0]) == 0.0 for fc in self.fc_c)
+            and all(
+                bool(torch.all(b.fc_1.weight[0] == 0)) and float(b.fc_1.bias[0]) == 0.0 for b in self.blocks
+            )
+            and bool(torch.all(self.fc_out.weight[0, 1:] == 0))
+        )
+        if not passes:
+            return None
+        out_w, out_b = float(self.fc_out.weight[0, 0]), float(self.fc_out.bias[0])
+        slope = float(w[0, w.shape[1] - n_trailing :].double().sum())
+        return out_w * slope, out_w * float(self.init_enc.bias[0]) + out_b
+
     def _mlp_tail(
         self,
         attended: torch.Tensor,

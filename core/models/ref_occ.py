@@ -270,6 +270,12 @@ class RefOccNet(nn.Module):
         xyz = camera_to_network_frame(cam) - context.centre.unsqueeze(1)
         return torch.cat([xyz, sample_pixel_features(features.feature_map, cam, context.cam_K)], dim=-1)
 
+    def init_occupancy_affine(self) -> tuple[float, float] | None:
+        """(a, b) when R's logit is exactly ``a * o_I + b`` of I's occupancy o_I at the same
+        point (a decoder still at ``identity_init_ref_decoder``: the shipped identity R), so
+        that R can be evaluated in closed form without anchors; None for a trained R."""
+        return self.trans_dec.trailing_input_affine(self.cfg.init_occ_repeat)
+
     def query_input(self, geometry: torch.Tensor, init_occ: torch.Tensor) -> torch.Tensor:
         """Decoder input (B, N, 67) = [geometry (35), I's occupancy repeated 32 times]."""
         return torch.cat([geometry, init_occ.unsqueeze(-1).expand(-1, -1, self.cfg.init_occ_repeat)], dim=-1)
