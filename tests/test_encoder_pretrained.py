@@ -329,7 +329,8 @@ def test_encoder_eval_scores_a_perfect_encoder_near_zero(render_folder):
     assert scores.joint_error_px < 0.5 and scores.soft_argmax_error_px < 1.0 and scores.pck > 0.99
     assert scores.mask_iou > 0.85 and scores.dense_l1 < 1e-6
     assert scores.swapped_share == 0 and scores.unswapped_error_px == pytest.approx(scores.joint_error_px)
-    assert "soft-argmax" in scores.table()
+    assert "soft-argmax" in scores.table() and "behind the other hand" in scores.table()
+    assert 0 <= scores.behind_share < 0.5 and scores.in_view_error_px < 0.5
     swapping = Oracle()
     swapping.swap_sides = True  # every joint read on the other hand: all of the error is the swap
     swapped = evaluate_encoder(swapping, files, batch_size=3)
@@ -403,3 +404,19 @@ def test_flip_test_mirrors_back_exactly_as_the_training_flips(render_folder):
         torch.testing.assert_close(getattr(out, name), truth[name], rtol=0, atol=1e-6)
     assert torch.equal(mirror_back(shown[False][1]["hms"]), truth["hms"])
     assert truth["hms"][0, :21].amax() > 0.5 and truth["hms"][0, 21:].amax() > 0.5  # both hands seen
+
+
+def test_joints_behind_the_other_hand_are_read_from_the_label_image():
+    from core.training.encoder_eval import behind_other_hand
+    from core.training.encoder_targets import HAND_LABELS
+
+    labels = np.zeros((8, 8), np.uint8)
+    labels[:, :4] = HAND_LABELS["left"]
+    labels[:, 4:] = HAND_LABELS["right"]
+    uv = np.full((42, 2), 1.0)  # every joint on the left hand's pixels
+    uv[5] = [6.2, 3.0]  # a left joint on the right hand's pixels: hidden by it
+    uv[30] = [40.0, -3.0]  # a right joint outside the image: clipped onto the right half
+    hidden = behind_other_hand(uv, labels)
+    assert hidden[5] and not hidden[30]
+    assert hidden[21:].sum() == 20  # the other right joints sit on the left hand
+    assert hidden[:21].sum() == 1

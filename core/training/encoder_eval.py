@@ -14,6 +14,9 @@
 * **Side swaps** (a diagnostic): the share of joints read nearer the *other* hand's joint of
   the same name than their own, i.e. how much of the error is left and right confused rather
   than a joint badly placed on its own hand; and the mean error of the joints that are not.
+* **Behind the other hand** (a diagnostic): the share of joints whose pixel the render labels
+  as the other hand (hidden by it), and the mean error of those and of the rest: how much of
+  the error is joints that the image cannot show.
 """
 
 from __future__ import annotations
@@ -60,6 +63,9 @@ class EncoderScores:
     soft_argmax_error_px: float = float("nan")  # the training's soft-argmax read-out instead
     swapped_share: float = float("nan")  # joints nearer the other hand's same joint
     unswapped_error_px: float = float("nan")  # mean error of the other joints
+    behind_share: float = float("nan")  # joints whose pixel shows the other hand
+    behind_error_px: float = float("nan")  # their mean error
+    in_view_error_px: float = float("nan")  # mean error of the other joints
 
     @property
     def mask_iou(self) -> float:
@@ -70,14 +76,16 @@ class EncoderScores:
             [
                 "| samples | joints | 2D error (px) | median (px) | PCK@0.05 box "
                 "| mask IoU L / R / mean | dense L1 | soft-argmax 2D error (px) "
-                "| side-swapped joints | error of the others (px) |",
-                "|---|---|---|---|---|---|---|---|---|---|",
+                "| side-swapped joints | error of the others (px) "
+                "| behind the other hand | their error / the others' (px) |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|",
                 f"| {self.samples} | {self.joints} | {self.joint_error_px:.2f} "
                 f"| {self.joint_median_px:.2f} | "
                 f"{100 * self.pck:.1f} % | {100 * self.mask_iou_left:.1f} / "
                 f"{100 * self.mask_iou_right:.1f} / {100 * self.mask_iou:.1f} % | {self.dense_l1:.3f} "
                 f"| {self.soft_argmax_error_px:.2f} | {100 * self.swapped_share:.1f} % "
-                f"| {self.unswapped_error_px:.2f} |",
+                f"| {self.unswapped_error_px:.2f} | {100 * self.behind_share:.1f} % "
+                f"| {self.behind_error_px:.2f} / {self.in_view_error_px:.2f} |",
             ]
         )
 
@@ -88,12 +96,22 @@ def hand_box_sizes(joints_uv: np.ndarray) -> np.ndarray:
     return np.repeat(sizes, 21)
 
 
+def behind_other_hand(joints_uv: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(42,) True where a joint's pixel (rounded, clipped to the image) is labelled as the
+    *other* hand in the render's label image: the other hand hides it (left joints 0-20)."""
+    h, w = labels.shape
+    px = np.rint(np.nan_to_num(joints_uv)).astype(np.int64)
+    u, v = np.clip(px[:, 0], 0, w - 1), np.clip(px[:, 1], 0, h - 1)
+    other = np.repeat([HAND_LABELS["right"], HAND_LABELS["left"]], 21)
+    return labels[v, u] == other
+
+
 @torch.no_grad()
 def evaluate_encoder(
     encoder: torch.nn.Module, files: list[Path], batch_size: int = 8, sigma: float = 1.5,
     flip_test: bool = False,
 ) -> EncoderScores:
-    errors, within, soft_errors, swapped = [], [], [], []
+    errors, within, soft_errors, swapped, behind = [], [], [], [], []
     inter, union = np.zeros(2), np.zeros(2)
     dense_sum, dense_weight = 0.0, 0.0
     for start in range(0, len(files), batch_size):
@@ -112,6 +130,7 @@ def evaluate_encoder(
             errors.append(err[inside])
             other_hand = np.roll(item.joints_uv, 21, axis=0)  # each joint's namesake on the other hand
             swapped.append((np.linalg.norm(uv - other_hand, axis=1) < err)[inside])
+            behind.append(behind_other_hand(item.joints_uv, item.labels)[inside])
             soft = np.linalg.norm(map_to_crop(soft_xy[b].numpy(), size) - item.joints_uv, axis=1)
             soft_errors.append(soft[inside])
             within.append((err <= PCK_FRACTION * hand_box_sizes(item.joints_uv))[inside])
@@ -124,6 +143,8 @@ def evaluate_encoder(
             dense_sum += float((np.abs(out.dp[b].numpy() - target.dense) * weight).sum())
             dense_weight += float(weight.sum())
     errors_all, swapped_all = np.concatenate(errors), np.concatenate(swapped)
+    behind_all = np.concatenate(behind)
+    mean_or_nan = lambda a: float(a.mean()) if a.size else float("nan")
     iou = inter / np.maximum(union, 1)
     return EncoderScores(
         samples=len(files),
@@ -136,7 +157,10 @@ def evaluate_encoder(
         dense_l1=dense_sum / max(dense_weight, 1.0),
         soft_argmax_error_px=float(np.concatenate(soft_errors).mean()),
         swapped_share=float(swapped_all.mean()),
-        unswapped_error_px=float(errors_all[~swapped_all].mean()) if (~swapped_all).any() else float("nan"),
+        unswapped_error_px=mean_or_nan(errors_all[~swapped_all]),
+        behind_share=float(behind_all.mean()),
+        behind_error_px=mean_or_nan(errors_all[behind_all]),
+        in_view_error_px=mean_or_nan(errors_all[~behind_all]),
     )
 
 
