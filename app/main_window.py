@@ -403,6 +403,7 @@ class MainWindow(QMainWindow):
         self.stage_label.setText(f"{rec.stage} {rec.resolution}³ in {result.elapsed_s:.2f} s")
         self.settings_panel.timings_label.setText(timings)
         self.settings_panel.penetration_label.setText(f"penetration: {rec.penetration_volume_cm3:.2f} cm³")
+        self.settings_panel.notes_label.setText("\n".join(rec.diagnostics.get("notes") or []))
 
     def _on_failure(self, failure: WorkerFailure) -> None:
         title = "Checkpoint" if failure.kind == "engine" else "Reconstruction"

@@ -125,7 +125,13 @@ class SettingsPanel(QWidget):
         self.penetration_label = QLabel("")
         self.timings_label = QLabel("")
         self.timings_label.setWordWrap(True)
+        # The engine's notes on the shown result (R skipped for one hand, no K in these
+        # weights, ...): what was actually computed, which a researcher must not have to guess.
+        self.notes_label = QLabel("")
+        self.notes_label.setWordWrap(True)
+        self.notes_label.setStyleSheet("font-style: italic;")
         layout.addWidget(self.penetration_label)
+        layout.addWidget(self.notes_label)
         layout.addWidget(self.timings_label)
         layout.addStretch(1)
         # A fixed width: label updates after each stage must not re-layout the window

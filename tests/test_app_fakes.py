@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import trimesh
 
+from core.engine.prepare import ONE_HAND_NOTE
 from core.types import HandMesh, Reconstruction, TwoHandKeypoints
 
 _SPHERE = trimesh.creation.icosphere(subdivisions=3)
@@ -100,6 +101,8 @@ class FakeEngine:
                 resolution=16 if stage == "preview" else 32,
                 stage=stage,
                 timings_s={"total": self.stage_delay_s},
+                # as the real engine notes it (core/engine/prepare.py)
+                diagnostics={"notes": [] if len(spheres) == 2 else [ONE_HAND_NOTE]},
             )
 
 

@@ -168,6 +168,21 @@ def test_penetrating_hands_show_a_highlighted_region_and_volume(qtbot, tmp_path,
     assert not scene.penetration.actor.GetVisibility() and not scene.penetration.text.GetVisibility()
 
 
+def test_the_engine_notes_on_a_result_are_shown_and_cleared(opened, qtbot):
+    """What the engine did differently (here: one hand, so no R) is on screen with the result,
+    and goes away with the next result that has no notes."""
+    window, _ = opened
+    label = window.settings_panel.notes_label
+    assert label.text() == ""
+    both = window.doc.active_keypoints()
+    window.doc.set_detected_keypoints({0: TwoHandKeypoints(left=None, right=both.right)}, text="one hand")
+    wait_final(qtbot, window)
+    assert "one hand only" in label.text() and label.isVisible()
+    window.doc.set_detected_keypoints({0: both}, text="both again")
+    wait_final(qtbot, window)
+    assert label.text() == ""
+
+
 def test_project_save_and_load_round_trip_in_the_app(opened, qtbot, tmp_path):
     window, engine = opened
     assert not engine.last_settings["resolve_contact"]  # off by default (the tests pass settings as dicts)

@@ -18,6 +18,8 @@ from core.engine.settings import ReconstructionSettings
 from core.errors import ImageError, InputError, KeypointError
 from core.types import Camera, TwoHandKeypoints
 
+ONE_HAND_NOTE = "one hand only: reconstructed with network I alone (R needs both hands)"
+
 
 @dataclass(frozen=True)
 class PreparedInputs:
@@ -94,7 +96,7 @@ def prepare_inputs(engine, image, camera, keypoints, settings) -> PreparedInputs
     refine = backend.has_refinement and settings.use_refinement
     if refine and len(frames) < 2:
         refine = False
-        notes.append("one hand only: reconstructed with network I alone (R needs both hands)")
+        notes.append(ONE_HAND_NOTE)
     return PreparedInputs(
         settings=settings,
         camera=camera,
