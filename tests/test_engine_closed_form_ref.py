@@ -95,6 +95,17 @@ def test_closed_form_gives_the_network_meshes_without_anchors(shipped):
     assert closed.penetration_volume_cm3 == pytest.approx(network.penetration_volume_cm3, rel=1e-3, abs=1e-6)
 
 
+def test_the_guided_mode_has_nothing_to_approximate_under_the_closed_form(shipped):
+    engine, (image, camera, keypoints) = shipped
+    engine.clear_cache()
+    plain = engine.reconstruct(image, camera, keypoints, SETTINGS)
+    engine.clear_cache()
+    guided = engine.reconstruct(image, camera, keypoints, SETTINGS.with_(refinement_resolution=32))
+    ev = guided.diagnostics["evaluations"]
+    assert ev["ref_guided"] == 0 and ev["ref_occ"] == 0 and ev["ref_closed_form"] > 0
+    np.testing.assert_array_equal(guided.right.vertices, plain.right.vertices)
+
+
 def test_refinement_inputs_still_compute_anchors_for_an_identity_r(shipped):
     engine, (image, camera, keypoints) = shipped
     inputs = engine.refinement_inputs(image, camera, keypoints, SETTINGS)

@@ -57,7 +57,8 @@ class ReconstructionSettings:
     ``closed_form_ref`` (ours; exact): an R whose decoder is still the identity of I's
     occupancy (its logit ``a * o_I + b``, as in the shipped sets until a trained R beats it)
     is evaluated from I's values in closed form, without anchors or R's decoder; the field
-    is the same. False runs R's network anyway (checks, timing the network)."""
+    is the same, and ``refinement_resolution`` then has nothing to approximate. False runs
+    R's network anyway (checks, timing the network)."""
 
     resolution: int = 256
     preview_resolution: int = 64
