@@ -22,6 +22,7 @@ COMMANDS = {
     "synth": ("core.cli.synth", "generate / preview synthetic two-hand data"),
     "train": ("core.cli.train", "train K, I or R"),
     "evaluate": ("core.cli.evaluate", "evaluate K, I, R on a dataset"),
+    "sprint": ("core.cli.sprint", "a timed training sprint of the shipped recipes (for a GPU machine)"),
     "export": ("app.export_cli", "export annotations: our JSON, COCO keypoints, InterHand2.6M"),
 }
 

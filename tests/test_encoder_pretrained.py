@@ -260,6 +260,24 @@ def test_tiny_training_resumes_bit_identically_and_stops_at_its_budget(render_fo
     assert budget.export_path.is_file()
 
 
+def test_worker_processes_make_the_same_batches_as_the_training_process(render_folder, tmp_path):
+    """num_workers only moves batch making into other processes: the same tensors arrive, in
+    iteration order, so weights do not depend on it (a GPU run uses workers, a CPU one not)."""
+    from core.training.encoder_training import _batch_stream, _Batches, sample_files
+
+    cfg = _tiny_config(render_folder, batch_size=2, num_workers=2)
+    batches = _Batches(sample_files(cfg.data, cfg.limit), cfg, tmp_path / "cache")
+    made = list(_batch_stream(batches, 1, 5, workers=2, pin=False))
+    assert len(made) == 4
+    for iteration, batch in zip(range(1, 5), made, strict=True):
+        expected = batches.batch(iteration)
+        assert batch.keys() == expected.keys()
+        assert all(torch.equal(batch[k], expected[k]) for k in batch)
+    assert not torch.equal(made[0]["image"], made[1]["image"])  # distinct iterations
+    with pytest.raises(InputError, match="num_workers"):
+        _tiny_config(render_folder, num_workers=-1)
+
+
 def test_encoder_training_rejects_unknown_options(render_folder):
     with pytest.raises(InputError, match="heatmap_sigmaa"):
         EncoderTrainConfig.from_dict({"data": str(render_folder), "heatmap_sigmaa": 2.0})

@@ -198,3 +198,19 @@ def test_bundled_sample_is_small_valid_and_reproducible(tmp_path):
         assert np.allclose(regenerated.frames[0].keypoints.hand(side), frame.keypoints.hand(side), atol=1e-9)
     doc = json.loads(Path(DEFAULT_OUT / "keypoints.json").read_text())
     assert doc["format"] == "im2hands-studio/keypoints" and doc["frames"][0]["image"] == "image.png"
+
+
+def test_synth_budget_stops_early_and_keeps_only_whole_samples(tmp_path, capsys):
+    """``synth --budget-minutes``: a timed render run (the GPU sprint's first stage) stops when
+    its time is up; each written sample is whole (png + npz, the npz loads)."""
+    from main import main
+
+    out = tmp_path / "renders"
+    args = ["synth", "--out", str(out), "--count", "50", "--seed", "7", "--points", "8"]
+    assert main([*args, "--budget-minutes", "0.01"]) == 0
+    written = sorted(out.glob("*.npz"))
+    assert 1 <= len(written) < 50
+    assert "the budget ran out" in capsys.readouterr().out
+    for npz in written:
+        assert npz.with_suffix(".png").is_file() and load_sample(npz).seed == int(npz.stem)
+    assert main([*args, "--budget-minutes", "0"]) == 2

@@ -128,6 +128,24 @@ def test_i_on_a_campaign_encoder_goes_on_whole_with_a_random_image_path(data_dir
     _, again = _recipe(data_dir, tmp_path, encoder_from=str(enc), init_from=str(earlier))
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in first.state_dict().items())
 
+    # A fine-tuned copy of that encoder (encoder_tuned_from_init): I keeps every weight, its
+    # image path included, and only the encoder is swapped; without the flag the image
+    # columns restart at zero.
+    tuned = PretrainedTrunkEncoder(cfg).eval()
+    tuned.load_state_dict(campaign.state_dict())
+    with torch.no_grad():
+        next(tuned.parameters()).add_(0.01)
+    tuned_path = save_checkpoint(tmp_path / "tuned.safetensors", tuned, TRAINED_ENCODER_NETWORK, config=cfg)
+    _, kept = _recipe(data_dir, tmp_path, encoder_from=str(tuned_path), init_from=str(earlier),
+                      encoder_tuned_from_init=True)  # fmt: skip
+    for name, value in kept.state_dict().items():
+        if name.startswith("image_encoder."):
+            assert torch.equal(value, tuned.state_dict()[name[len("image_encoder."):]]), name
+        else:
+            assert torch.equal(value, first.state_dict()[name]), name
+    _, restarted = _recipe(data_dir, tmp_path, encoder_from=str(tuned_path), init_from=str(earlier))
+    assert all(float(c.abs().max()) == 0 for c in image_columns(restarted))
+
     recipe, net = _recipe(data_dir, tmp_path, encoder_from=str(enc), init_from=str(earlier),
                           image_columns_std=0.05, image_lr_scale=10.0)  # fmt: skip
     cols = torch.cat([c.reshape(-1) for c in image_columns(net)])

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
+from core.errors import TrainConfigError
 from core.synth.samples import SynthConfig, generate_sample, save_sample
 from core.training.datasets import DatasetError, ItemSpec, SynthFolderDataset
 from core.training.evaluation import mpjpe_mm
@@ -113,7 +114,6 @@ def test_training_dropout_is_a_config_choice(data_dir, tmp_path):
 
 
 def test_mpjpe_loss_is_the_evaluation_metric(data_dir, tmp_path):
-    from core.errors import TrainConfigError
 
     recipe, net = _recipe(data_dir, tmp_path, dropout=0.0, kpts_loss="mpjpe", root_weight=0.0)
     images = SynthFolderDataset(data_dir, recipe.item_spec())
@@ -191,7 +191,6 @@ def test_cached_encoder_maps_give_the_image_loss_and_train_the_projection(data_d
 
 def test_init_from_an_earlier_k_fine_tunes_all_of_its_weights(data_dir, tmp_path):
     from core.checkpoints import save_checkpoint
-    from core.errors import TrainConfigError
 
     recipe, trained = _recipe(data_dir, tmp_path, dropout=0.0)
     with torch.no_grad():
@@ -206,7 +205,6 @@ def test_init_from_an_earlier_k_fine_tunes_all_of_its_weights(data_dir, tmp_path
 
 def test_our_k_trains_with_the_undirected_graph_and_fine_tuning_keeps_the_graph(data_dir, tmp_path):
     from core.checkpoints import save_checkpoint
-    from core.errors import TrainConfigError
     from core.models.registry import load_network
 
     recipe, net = _recipe(data_dir, tmp_path, dropout=0.0)
@@ -273,3 +271,27 @@ def test_k_on_a_campaign_encoder_keeps_an_earlier_ks_keypoint_layers(data_dir, t
         encoder_from=str(enc_path), feature_cache="fc_lite", cache_encoder_maps=True,
     )  # fmt: skip
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in net.state_dict().items())
+
+    # A fine-tuned copy of that encoder (encoder_tuned_from_init): K keeps every weight, its
+    # projection included, and only the encoder is swapped; without the flag the projection
+    # would restart.
+    tuned = PretrainedTrunkEncoder(cfg).eval()
+    tuned.load_state_dict(campaign.state_dict())
+    with torch.no_grad():
+        next(tuned.parameters()).add_(0.01)
+    tuned_path = save_checkpoint(tmp_path / "tuned.safetensors", tuned, TRAINED_ENCODER_NETWORK, config=cfg)
+    _, kept = _recipe(
+        data_dir, tmp_path, dropout=0.0, identity_init=False, init_from=str(k2_path),
+        encoder_from=str(tuned_path), encoder_tuned_from_init=True,
+    )  # fmt: skip
+    _, restarted = _recipe(
+        data_dir, tmp_path, dropout=0.0, identity_init=False, init_from=str(k2_path),
+        encoder_from=str(tuned_path),
+    )  # fmt: skip
+    for name, value in kept.state_dict().items():
+        source = tuned.state_dict()[name[len("image_encoder."):]] if name.startswith("image_encoder.") else (
+            net.state_dict()[name])  # fmt: skip
+        assert torch.equal(value, source), name
+    assert not torch.equal(restarted.img_proj_layer.bias, net.img_proj_layer.bias)
+    with pytest.raises(TrainConfigError, match="encoder_tuned_from_init"):
+        TrainConfig.of("kpts", data={}, encoder_tuned_from_init=True, init_from=str(k2_path))

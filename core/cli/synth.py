@@ -1,11 +1,14 @@
 """``python main.py synth --preview PNG [--seed S] [--count 8]`` draws a contact sheet of synthetic
 samples (image + keypoint skeletons, ground-truth meshes from the camera and from the side);
-``python main.py synth --out DIR --count N [--seed S] [--workers W]`` writes samples to disk
-(``<seed>.png`` + ``<seed>.npz`` each, see :func:`core.synth.samples.save_sample`)."""
+``python main.py synth --out DIR --count N [--seed S] [--workers W] [--budget-minutes M]`` writes
+samples to disk (``<seed>.png`` + ``<seed>.npz`` each, see :func:`core.synth.samples.save_sample`);
+with a budget it stops when the time is up, keeping every sample finished by then (an npz
+appears only complete), so a timed run gives as many renders as the machine makes."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -27,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--workers", type=int, default=1, help="processes for --out (one torch thread each)")
     parser.add_argument("--meshes", action="store_true", help="also store the ground-truth meshes in the npz")
+    parser.add_argument(
+        "--budget-minutes", type=float, default=None,
+        help="--out: stop after this many minutes (at most --count samples; the finished ones stay)",
+    )  # fmt: skip
 
 
 def _config(args: argparse.Namespace, keep_meshes: bool):
@@ -58,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(args.preview, (".png", ".jpg", ".jpeg"), "--preview")
     if args.count < 1:
         raise InputError("--count must be at least 1")
+    if args.budget_minutes is not None and args.budget_minutes <= 0:
+        raise InputError("--budget-minutes must be positive")
     if args.preview is not None:
         from core.io.images import save_image_rgb
         from core.synth.preview import contact_sheet
@@ -71,22 +80,38 @@ def run(args: argparse.Namespace) -> int:
         cfg = _config(args, keep_meshes=args.meshes)
         jobs = [(args.seed + i, args.out, cfg) for i in range(args.count)]
         start = time.time()
-        if args.workers > 1:
-            import multiprocessing as mp
-
-            with mp.get_context("spawn").Pool(args.workers) as pool:
-                for k, _ in enumerate(pool.imap(_write_one, jobs), 1):
-                    _progress(k, args.count, start)
-        else:
-            for k, job in enumerate(jobs, 1):
-                _write_one(job)
-                _progress(k, args.count, start)
+        deadline = math.inf if args.budget_minutes is None else start + 60.0 * args.budget_minutes
+        written = _write_all(jobs, args.workers, start, deadline)
         elapsed = time.time() - start
+        stop = "" if written == args.count else f" (of {args.count}: the budget ran out)"
         print(
-            f"\nwrote {args.count} samples to {args.out} in {elapsed:.1f} s "
-            f"({3600 * args.count / max(elapsed, 1e-9):.0f} samples/hour)"
+            f"\nwrote {written} samples{stop} to {args.out} in {elapsed:.1f} s "
+            f"({3600 * written / max(elapsed, 1e-9):.0f} samples/hour)"
         )
     return 0
+
+
+def _write_all(jobs: list, workers: int, start: float, deadline: float) -> int:
+    """Write the jobs' samples until done or past ``deadline``; how many were written. With a
+    pool, leaving the ``with`` block terminates the renders still running."""
+    written = 0
+    if workers > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(workers) as pool:
+            for _ in pool.imap_unordered(_write_one, jobs):
+                written += 1
+                _progress(written, len(jobs), start)
+                if time.time() >= deadline:
+                    break
+        return written
+    for job in jobs:
+        if time.time() >= deadline:
+            break
+        _write_one(job)
+        written += 1
+        _progress(written, len(jobs), start)
+    return written
 
 
 def _progress(done: int, total: int, start: float) -> None:

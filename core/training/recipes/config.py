@@ -36,8 +36,15 @@ class TrainConfig(RunSchedule):
     # --out): I, R and K are built around its stored config and start from its weights,
     # instead of a fresh ResNetSimple on ``backbone`` (ours; issue 13).
     encoder_from: str | None = None
+    # encoder_from is a fine-tuned copy of the encoder inside init_from (a GPU sprint adapts the
+    # shipped encoder): every weight of init_from carries over, the image path included, and
+    # only the encoder is swapped. Off, a new encoder restarts the image path (its old
+    # weights read another encoder's maps). Ours.
+    encoder_tuned_from_init: bool = False
 
     def __post_init__(self) -> None:
+        if self.encoder_tuned_from_init and not (self.encoder_from and self.init_from):
+            raise TrainConfigError("encoder_tuned_from_init needs both encoder_from and init_from")
         options_class = recipe_class(self.network).Options
         if not isinstance(self.options, options_class):
             raise TrainConfigError(

