@@ -1,4 +1,4 @@
-"""``python main.py sprint --out DIR [--minutes 8] [--workers N] [--eval-count 50] [--quick]``:
+"""``python main.py sprint --out DIR [--minutes 8] [--workers N] [--eval-count 30] [--quick]``:
 a timed training sprint of the shipped recipes for a GPU machine (:mod:`core.training.sprint`)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="a new folder for the sprint's files")
     parser.add_argument("--minutes", type=float, default=8.0, help="minutes for all stages (default 8)")
     parser.add_argument("--workers", type=int, default=None, help="render and data processes (default: all)")
-    parser.add_argument("--eval-count", type=int, default=50, help="test samples per evaluation (default 50)")
+    parser.add_argument("--eval-count", type=int, default=30, help="test samples evaluated (default 30)")
     parser.add_argument("--quick", action="store_true", help="a few samples and iterations (a check)")
 
 
