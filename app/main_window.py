@@ -260,6 +260,7 @@ class MainWindow(QMainWindow):
         )  # fmt: skip
         self.skeleton_fit_action.setCheckable(True)
         self.skeleton_fit_action.setChecked(True)
+        self.skeleton_fit_action.setIconText("Plausible bone lengths")  # the panel's button: no elision
         self.visibility_action = a("Cycle joint &visibility (visible, occluded, outside)",
                                    self.cycle_selected_joint_visibility, ["V"], edit)  # fmt: skip
         edit.addSeparator()

@@ -42,6 +42,24 @@ def test_the_option_is_on_by_default_and_switchable_from_the_hands_panel(window)
     assert not window.skeleton_fit_action.isChecked()
 
 
+def test_the_hands_panel_shows_every_button_label_whole(window, qtbot):
+    """The panel's buttons carry the actions' short labels; none is cut to "..." at the
+    window's usual size (the fit's full menu text was)."""
+    from PySide6.QtWidgets import QToolButton
+
+    window.resize(1400, 850)
+    qtbot.wait(50)
+    buttons = window.settings_panel.findChildren(QToolButton)
+    labelled = {b.defaultAction(): b for b in buttons if b.defaultAction() is not None}
+    fit_button = labelled[window.skeleton_fit_action]
+    assert fit_button.text() == "Plausible bone lengths" and fit_button.isCheckable()
+    assert "Keep bone lengths" in window.skeleton_fit_action.text()  # the menu keeps the long text
+    for button in labelled.values():  # Qt reports an elided label as the button's text
+        assert "..." not in button.text() and "\u2026" not in button.text(), button.text()
+        needed = button.fontMetrics().horizontalAdvance(button.text())
+        assert needed < button.width() - 6, (button.text(), needed, button.width())
+
+
 @pytest.mark.parametrize("fit_on", [True, False])
 def test_add_hand_in_a_box_with_and_without_the_fit(window, qtbot, fit_on):
     window.skeleton_fit_action.setChecked(fit_on)
