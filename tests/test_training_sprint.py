@@ -83,3 +83,12 @@ def test_quick_sprint_runs_every_stage_with_the_gpu_machines_packages(tmp_path):
     again = subprocess.run([sys.executable, str(REPO / "main.py"), "sprint", "--out", str(out), "--quick"],
                            cwd=REPO, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert again.returncode == 2 and "already holds a sprint" in again.stderr
+
+
+def test_sprint_refuses_bad_sizes_with_one_clear_line(tmp_path, capsys):
+    from main import main
+
+    for bad in (["--minutes", "0"], ["--workers", "0"], ["--eval-count", "1"]):
+        assert main(["sprint", "--out", str(tmp_path / "s"), *bad]) == 2
+        assert "error: --workers and --minutes must be positive" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()  # nothing started

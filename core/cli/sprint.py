@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from core.training.sprint import SprintPlan, run_sprint
 
-    workers = args.workers or os.cpu_count() or 1
+    workers = (os.cpu_count() or 1) if args.workers is None else args.workers
     if workers < 1 or args.minutes <= 0 or args.eval_count < 2:
         raise InputError("--workers and --minutes must be positive, --eval-count at least 2")
     if args.quick:
