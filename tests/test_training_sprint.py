@@ -75,6 +75,17 @@ def test_quick_sprint_runs_every_stage_with_the_gpu_machines_packages(tmp_path):
         assert "renders" in json.dumps(stages[name]["result"]["data"])
     packed = {p.name for p in (out / "weights").glob("*.safetensors")}
     assert packed == {p.name for p in sprint.SHIPPED.glob("*.safetensors")}
+    # Each packed file says what produced it: the encoder its export's data and iterations,
+    # R (the identity) the I inside it, K its own training.
+    from core.checkpoints import read_checkpoint_info
+
+    encoder = read_checkpoint_info(out / "weights" / "encoder_efficientnet_lite0.safetensors").metadata
+    assert encoder["encoder_from"] == str(out / "encoder" / "image_encoder.safetensors")
+    assert encoder["encoder_training"]["iterations"] == 2 and encoder["encoder_training"]["samples"] == 4
+    ref = read_checkpoint_info(out / "weights" / "ref_occ.safetensors").metadata
+    assert ref["init_training"]["iteration"] == 2
+    assert ref["init_training"]["train_config"]["data"]["path"] == str(out / "renders")
+    assert read_checkpoint_info(out / "weights" / "kpts_ref.safetensors").metadata["iteration"] == 2
     evaluation = stages["evaluate"]["result"]
     assert 5.0 < evaluation["mpjpe_mm"]["refined"] < evaluation["mpjpe_mm"]["noisy"] < 40.0  # K, 2 samples
     assert "mpjpe_mm_shuffled_image" in evaluation

@@ -63,6 +63,7 @@ def pack_weights(sources: dict[str, Path], out_dir: str | Path, extra_metadata: 
     out_dir.mkdir(parents=True, exist_ok=True)
     extra = dict(extra_metadata or {})
     encoders: dict[str, dict[str, torch.Tensor]] = {}
+    encoder_sources: dict[str, dict] = {}
     written = {}
     for network, src in sources.items():
         info = read_checkpoint_info(src)
@@ -80,6 +81,8 @@ def pack_weights(sources: dict[str, Path], out_dir: str | Path, extra_metadata: 
                 raise CheckpointError(f"{src}: tensors under {prefix!r} differ from {encoder_file}")
             state = {k: v for k, v in state.items() if not k.startswith(prefix)}
             shared[prefix] = encoder_file
+        if shared:
+            encoder_sources.setdefault(encoder_file, _encoder_provenance(info.metadata))
         metadata = {**info.metadata, **extra, **({"shared": shared} if shared else {})}
         path = out_dir / network_spec(network).file_name
         with atomic_path(path) as tmp:
@@ -88,10 +91,22 @@ def pack_weights(sources: dict[str, Path], out_dir: str | Path, extra_metadata: 
     for name, encoder_state in encoders.items():
         path = out_dir / name
         with atomic_path(path) as tmp:
-            header = checkpoint_header(ENCODER_NETWORK, None, extra)
+            header = checkpoint_header(ENCODER_NETWORK, None, {**extra, **encoder_sources.get(name, {})})
             save_file(_half(encoder_state), str(tmp), metadata=header)
         written[path.name] = path.stat().st_size
     return written
+
+
+def _encoder_provenance(metadata: dict) -> dict:
+    """Where a network's image encoder came from, for its shared encoder file's header: the
+    ``encoder_from`` export its training named and that export's own record (data,
+    iterations, minutes), so the packed file says what produced it. Empty when unknown."""
+    config = metadata.get("train_config") or (metadata.get("init_training") or {}).get("train_config") or {}
+    source = config.get("encoder_from")
+    if not source:
+        return {}
+    record = read_checkpoint_info(source).metadata if Path(source).is_file() else "(not found at packing)"
+    return {"encoder_from": source, "encoder_training": record}
 
 
 def identity_ref_around(init_path: str | Path, out_path: str | Path, logit_scale: float = 4.0) -> Path:
@@ -117,7 +132,8 @@ def identity_ref_around(init_path: str | Path, out_path: str | Path, logit_scale
         ref.init_occ.load_state_dict(init.state_dict())
         share_encoder_from_init(ref, init, final_layer=True)
         identity_init_ref_decoder(ref, logit_scale=logit_scale)
-    metadata = {"ref": f"identity of I's occupancy, logit scale {logit_scale:g}", "init_from": str(init_path)}
+    metadata = {"ref": f"identity of I's occupancy, logit scale {logit_scale:g}", "init_from": str(init_path),
+                "init_training": read_checkpoint_info(init_path).metadata}  # what produced I
     return save_checkpoint(out_path, ref, "ref_occ", config=ref.cfg, metadata=metadata)
 
 
