@@ -103,3 +103,20 @@ def test_sprint_refuses_bad_sizes_with_one_clear_line(tmp_path, capsys):
         assert main(["sprint", "--out", str(tmp_path / "s"), *bad]) == 2
         assert "error: --workers and --minutes must be positive" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()  # nothing started
+
+
+def test_a_stage_past_its_hard_limit_is_killed_and_reported(tmp_path, monkeypatch):
+    """The sprint's hard stop (a minute past the stage's budget or the sprint's end): the stage
+    is killed, its exit code is -9, and what it printed so far is in the report."""
+    monkeypatch.setattr(sprint, "MIN_STAGE_SECONDS", 1.0)
+    monkeypatch.setattr(sprint, "HARD_MARGIN_MINUTES", 0.0)
+    plan = sprint.SprintPlan.full(0.01, 1)  # the sprint ends at once: its cap is the 1 s floor
+    run = sprint.Sprint(plan, tmp_path)
+    slow = [sys.executable, "-c", "import sys, time; print('started'); sys.stdout.flush(); "
+            "print('on stderr', file=sys.stderr); sys.stderr.flush(); time.sleep(30)"]  # fmt: skip
+    record = run.run("slow", slow, budget_minutes=0.5)
+    assert record.returncode == -9 and record.seconds < 10
+    assert "started" in record.output_tail and "on stderr" in record.output_tail
+    assert "hard time limit" in record.output_tail
+    saved = json.loads((tmp_path / "sprint.json").read_text())
+    assert saved["stages"][0]["name"] == "slow" and saved["stages"][0]["returncode"] == -9

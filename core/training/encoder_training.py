@@ -309,7 +309,7 @@ def _batch_stream(batches: _Batches, start: int, stop: int, workers: int, pin: b
     return iter(loader)
 
 
-def training_device() -> torch.device:
+def encoder_device() -> torch.device:
     """CUDA when present (one device: the encoder campaign does not run distributed)."""
     if torch.cuda.is_available():
         # TF32 matrix products and convolutions: ~3x the float32 rate, ample for 2D heatmaps.
@@ -396,7 +396,7 @@ def train_encoder(
     torch.set_num_threads(cfg.torch_threads)
     files = sample_files(cfg.data, cfg.limit)
     batches = _Batches(files, cfg, out / cfg.cache_dir)
-    device = training_device()
+    device = encoder_device()
     encoder = build_encoder(cfg).to(device)
     opt = make_optimizer(encoder, cfg)
     iteration, seconds_before = _restore(out / CHECKPOINT_NAME, encoder, opt, resume)

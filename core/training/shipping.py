@@ -81,8 +81,8 @@ def pack_weights(sources: dict[str, Path], out_dir: str | Path, extra_metadata: 
                 raise CheckpointError(f"{src}: tensors under {prefix!r} differ from {encoder_file}")
             state = {k: v for k, v in state.items() if not k.startswith(prefix)}
             shared[prefix] = encoder_file
-        if shared:
-            encoder_sources.setdefault(encoder_file, _encoder_provenance(info.metadata))
+        if shared and encoder_file not in encoder_sources:  # networks sharing it name one source
+            encoder_sources[encoder_file] = _encoder_provenance(info.metadata)
         metadata = {**info.metadata, **extra, **({"shared": shared} if shared else {})}
         path = out_dir / network_spec(network).file_name
         with atomic_path(path) as tmp:

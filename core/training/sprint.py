@@ -51,6 +51,7 @@ STAGE_SHARES = {"renders": 0.22, "encoder": 0.36, "kpts": 0.10, "init": 0.12, "e
 START_UP_MINUTES = 0.25  # a training subprocess's imports and model build, before its budget counts
 TAIL_CHARS = 1500
 HARD_MARGIN_MINUTES = 1.0  # a stage is killed this long after its budget (or the sprint's end)
+MIN_STAGE_SECONDS = 30.0  # ... but never before this
 
 
 @dataclass(frozen=True)
@@ -178,16 +179,14 @@ class Sprint:
         timeout = None
         if budget_minutes is not None and not self.plan.quick:
             sprint_left = 60.0 * (self.plan.minutes + HARD_MARGIN_MINUTES) - self.elapsed()
-            timeout = max(30.0, min(60.0 * (budget_minutes + HARD_MARGIN_MINUTES), sprint_left))
+            timeout = max(MIN_STAGE_SECONDS, min(60.0 * (budget_minutes + HARD_MARGIN_MINUTES), sprint_left))
         env = os.environ | {"PYTHONUNBUFFERED": "1"}
         try:
             done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
             record.returncode, output = done.returncode, done.stdout + done.stderr
-        except subprocess.TimeoutExpired as exc:
+        except subprocess.TimeoutExpired as exc:  # its captured output comes as bytes
             record.returncode = -9
-            output = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (
-                exc.stdout or "")  # fmt: skip
-            output += "\n(stopped: past the stage's hard time limit)"
+            output = _text(exc.stdout) + _text(exc.stderr) + "\n(stopped: past the stage's hard time limit)"
         record.seconds = round(time.perf_counter() - start, 1)
         record.output_tail = output[-TAIL_CHARS:]
         if result is not None:
@@ -204,6 +203,10 @@ class Sprint:
             "stages": [asdict(r) for r in self.records],
         }
         write_text_atomic(self.out / "sprint.json", json.dumps(report, indent=1))
+
+
+def _text(output: bytes | str | None) -> str:
+    return output.decode(errors="replace") if isinstance(output, bytes) else (output or "")
 
 
 def _write_json(path: Path, data: dict) -> Path:
