@@ -13,6 +13,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--keypoints", metavar="PATH", help="our JSON, an Im2Hands .ply pair or an InterHand2.6M folder"
     )
     parser.add_argument(
+        "--detect", action="store_true",
+        help="detect the hands on opening when no --keypoints are given (Edit > Detect hands)",
+    )  # fmt: skip
+    parser.add_argument(
         "--weights",
         metavar="PATH",
         default=os.environ.get("IM2HANDS_WEIGHTS") or None,
@@ -75,6 +79,8 @@ def _run_window(app, window, args: argparse.Namespace) -> int:
         window.open_path(args.open)
     if args.keypoints:
         window.load_keypoints(args.keypoints)
+    elif args.detect and args.open:
+        window.detect_current_frame()  # off the GUI thread; --screenshot waits for it
     if clock is not None:
         clock.started()
     exit_code = {"value": 0}

@@ -999,11 +999,12 @@ class MainWindow(QMainWindow):
     # --- headless helpers ------------------------------------------------------------------------------
     def when_idle(self, callback, timeout_s: float = 600.0) -> None:
         """Call ``callback(ok)`` once the current reconstruction is final (or failed, or
-        there was nothing to do); ``ok`` is False on timeout."""
+        there was nothing to do) and no detection is running (its keypoints would start
+        another); ``ok`` is False on timeout."""
         deadline = time.monotonic() + timeout_s
 
         def check() -> None:
-            if not self.controller.pending():
+            if not self.controller.pending() and not self._background_tasks:
                 callback(True)
             elif time.monotonic() > deadline:
                 callback(False)

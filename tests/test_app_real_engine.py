@@ -124,3 +124,26 @@ def test_headless_screenshot_of_an_interhand_photo(tmp_path):
     for color in ((66, 135, 245), (245, 130, 48)):  # the two hands' colours: handles and meshes
         assert (np.abs(image - color).max(axis=-1) < 40).sum() > 200, color
     assert Path(shot).stat().st_size > 50_000
+
+
+def test_headless_detect_on_open_reconstructs_a_photo_without_keypoints(tmp_path):
+    """``gui --open PHOTO --detect``: MediaPipe finds the hands (off the GUI thread), the
+    screenshot waits for the detection and the reconstruction it starts (a live demo's path)."""
+    if not INTERHAND.is_dir():
+        pytest.skip("../shared/realdata/interhand26m_samples is not present")
+    shot = tmp_path / "shot.png"
+    cmd = [
+        sys.executable, "main.py", "gui", "--open", str(INTERHAND / "image2017.jpg"), "--detect",
+        "--resolution", "64", "--preview-resolution", "32",
+        "--screenshot", str(shot), "--exit", "--timeout", "300", "--timings",
+    ]  # fmt: skip
+    weights = weights_for_tests()
+    if weights:
+        cmd += ["--weights", weights]
+    env = {**os.environ, "IM2HANDS_AUTOSAVE_DIR": str(tmp_path / "autosave")}
+    result = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "final on screen" in result.stdout  # a reconstruction of the detected hand was shown
+    image = cv2.imread(str(shot))[:, :, ::-1].astype(int)
+    orange = (245, 130, 48)  # image2017 shows one right hand
+    assert (np.abs(image - orange).max(axis=-1) < 40).sum() > 200
