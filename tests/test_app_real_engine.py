@@ -104,13 +104,14 @@ def test_engine_settings_are_validated_by_the_engine():
         make_engine_settings({"resolution": 48})
 
 
-def test_headless_screenshot_of_an_interhand_photo(tmp_path):
+def _headless_gui(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, Path]:
+    """``main.py gui ARGS --screenshot --exit`` at low resolution (the test weights when set):
+    the finished process and its screenshot's path."""
     if not INTERHAND.is_dir():
         pytest.skip("../shared/realdata/interhand26m_samples is not present")
     shot = tmp_path / "shot.png"
     cmd = [
-        sys.executable, "main.py", "gui", "--open", str(INTERHAND / "image69148.jpg"),
-        "--keypoints", str(INTERHAND), "--resolution", "64", "--preview-resolution", "32",
+        sys.executable, "main.py", "gui", *args, "--resolution", "64", "--preview-resolution", "32",
         "--screenshot", str(shot), "--exit", "--timeout", "300",
     ]  # fmt: skip
     weights = weights_for_tests()
@@ -119,6 +120,12 @@ def test_headless_screenshot_of_an_interhand_photo(tmp_path):
     env = {**os.environ, "IM2HANDS_AUTOSAVE_DIR": str(tmp_path / "autosave")}
     result = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    return result, shot
+
+
+def test_headless_screenshot_of_an_interhand_photo(tmp_path):
+    photo = str(INTERHAND / "image69148.jpg")
+    _, shot = _headless_gui(tmp_path, "--open", photo, "--keypoints", str(INTERHAND))
     image = cv2.imread(str(shot))[:, :, ::-1].astype(int)
     assert image.shape[0] >= 700 and image.shape[1] >= 1000
     for color in ((66, 135, 245), (245, 130, 48)):  # the two hands' colours: handles and meshes
@@ -129,20 +136,8 @@ def test_headless_screenshot_of_an_interhand_photo(tmp_path):
 def test_headless_detect_on_open_reconstructs_a_photo_without_keypoints(tmp_path):
     """``gui --open PHOTO --detect``: MediaPipe finds the hands (off the GUI thread), the
     screenshot waits for the detection and the reconstruction it starts (a live demo's path)."""
-    if not INTERHAND.is_dir():
-        pytest.skip("../shared/realdata/interhand26m_samples is not present")
-    shot = tmp_path / "shot.png"
-    cmd = [
-        sys.executable, "main.py", "gui", "--open", str(INTERHAND / "image2017.jpg"), "--detect",
-        "--resolution", "64", "--preview-resolution", "32",
-        "--screenshot", str(shot), "--exit", "--timeout", "300", "--timings",
-    ]  # fmt: skip
-    weights = weights_for_tests()
-    if weights:
-        cmd += ["--weights", weights]
-    env = {**os.environ, "IM2HANDS_AUTOSAVE_DIR": str(tmp_path / "autosave")}
-    result = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    photo = str(INTERHAND / "image2017.jpg")
+    result, shot = _headless_gui(tmp_path, "--open", photo, "--detect", "--timings")
     assert "final on screen" in result.stdout  # a reconstruction of the detected hand was shown
     image = cv2.imread(str(shot))[:, :, ::-1].astype(int)
     orange = (245, 130, 48)  # image2017 shows one right hand
